@@ -1,0 +1,175 @@
+"""ONNX export for TensorRT 8.5 (Jetson) and newer: classic exporter, opset 17, static shapes.
+
+The exported graph optionally carries its own preprocessing (uint8 NHWC in, normalisation inside)
+and postprocessing (argmax out), and its ``metadata_props`` say what it is, so every runner and
+the engine builder can check an ONNX file before trusting it.
+"""
+import inspect
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import __version__
+from .errors import SanetError, require
+from .fileio import atomic_path
+from .model import check_input_size, fold_batchnorm
+
+INPUT_LAYOUTS = ("float-nchw", "uint8-nhwc")
+OUTPUTS = ("logits", "argmax")
+MAX_OPSET_TENSORRT_85 = 17
+INPUT_NAME = "images"
+
+
+@dataclass
+class ExportConfig:
+    height: int = 1024
+    width: int = 2048
+    opset: int = MAX_OPSET_TENSORRT_85
+    batch: int = 1
+    dynamic: bool = False
+    input_layout: str = "float-nchw"
+    output: str = "logits"
+    simplify: bool = True
+    tolerance: float = 1e-3  # max |logit diff| ORT vs PyTorch, relative to the logit range
+
+    def __post_init__(self):
+        check_input_size(self.height, self.width)
+        if self.input_layout not in INPUT_LAYOUTS:
+            raise SanetError("unknown input layout {!r}: use {}".format(self.input_layout, " or ".join(INPUT_LAYOUTS)))
+        if self.output not in OUTPUTS:
+            raise SanetError("unknown output {!r}: use {}".format(self.output, " or ".join(OUTPUTS)))
+        if self.batch < 1:
+            raise SanetError("--batch must be >= 1")
+        if self.dynamic:
+            raise SanetError("dynamic H x W is not supported: SCE pooling grids are fixed per resolution, "
+                             "so export one static ONNX per resolution with --res H W (repeatable)")
+
+    @property
+    def output_name(self):
+        return "classes" if self.output == "argmax" else "logits"
+
+    def file_name(self, variant):
+        suffix = "" if (self.input_layout, self.output) == INPUT_LAYOUTS[:1] + OUTPUTS[:1] else "_{}_{}".format(
+            self.input_layout.replace("-", ""), self.output)
+        return "{}_{}x{}_b{}{}.onnx".format(variant.replace("-", "_"), self.height, self.width, self.batch, suffix)
+
+
+class DeployGraph(nn.Module):
+    """SANet plus the in-graph pre/post-processing an export asks for."""
+
+    def __init__(self, model, config: ExportConfig):
+        super().__init__()
+        self.model = model
+        self.config = config
+        mean = torch.tensor(model.config.mean, dtype=torch.float32).reshape(1, 3, 1, 1) * 255.0
+        std = torch.tensor(model.config.std, dtype=torch.float32).reshape(1, 3, 1, 1) * 255.0
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+
+    def forward(self, images):
+        if self.config.input_layout == "uint8-nhwc":
+            # (B, H, W, 3) uint8 RGB -> (B, 3, H, W) float, normalised with the model's mean/std.
+            images = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        logits = self.model(images)  # (B, classes, H, W)
+        if self.config.output == "argmax":
+            dtype = torch.uint8 if self.model.config.num_classes <= 255 else torch.int32
+            return logits.argmax(dim=1).to(dtype)  # (B, H, W)
+        return logits
+
+
+def example_input(model_config, config: ExportConfig, seed=0):
+    """Deterministic test input in the export's input layout (a smooth random image, not noise)."""
+    generator = np.random.default_rng(seed)
+    coarse = generator.integers(0, 256, size=(config.batch, config.height // 32 + 1, config.width // 32 + 1, 3))
+    image = np.repeat(np.repeat(coarse, 32, axis=1), 32, axis=2)[:, :config.height, :config.width].astype(np.uint8)
+    if config.input_layout == "uint8-nhwc":
+        return image
+    mean = np.asarray(model_config.mean, dtype=np.float32) * 255.0
+    std = np.asarray(model_config.std, dtype=np.float32) * 255.0
+    return np.ascontiguousarray(((image - mean) / std).transpose(0, 3, 1, 2).astype(np.float32))
+
+
+def _metadata(model, config, source_sha256):
+    cfg = model.config
+    return {
+        "sanet.variant": cfg.variant,
+        "sanet.classes": str(cfg.num_classes),
+        "sanet.class_names": ",".join(cfg.class_names),
+        "sanet.mean": ",".join(str(v) for v in cfg.mean),
+        "sanet.std": ",".join(str(v) for v in cfg.std),
+        "sanet.input_layout": config.input_layout,
+        "sanet.output": config.output,
+        "sanet.resolution": "{}x{}".format(config.height, config.width),
+        "sanet.batch": str(config.batch),
+        "sanet.opset": str(config.opset),
+        "sanet.source_sha256": source_sha256 or "random-init",
+        "sanet.version": __version__,
+    }
+
+
+def read_metadata(path):
+    """metadata_props of an exported ONNX file as a dict (empty for foreign files)."""
+    onnx = require("onnx", "pip install 'sanet[onnx]'")
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception as exc:
+        raise SanetError("cannot read ONNX file {}: {}".format(path, exc)) from exc
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def export_onnx(model, path, config: ExportConfig, source_sha256=None, verify=True):
+    """Export ``model`` to ``path`` atomically; return the max |diff| vs PyTorch (None if not verified).
+
+    BatchNorm is folded first. With ``verify``, ONNX Runtime runs the file on a test input; above
+    tolerance the export fails and no file is kept.
+    """
+    onnx = require("onnx", "pip install 'sanet[onnx]'")
+    graph = DeployGraph(fold_batchnorm(model), config).eval()
+    dummy = torch.from_numpy(example_input(model.config, config))
+    # torch >= 2.9 defaults to the dynamo exporter (opset 18+); torch 2.0/2.1 on Jetson lack the keyword.
+    kwargs = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the classic exporter's deprecation notice is expected
+            torch.onnx.export(graph, (dummy,), tmp, opset_version=config.opset, input_names=[INPUT_NAME],
+                              output_names=[config.output_name], do_constant_folding=True, **kwargs)
+        proto = onnx.load(tmp)
+        if config.simplify:
+            proto = _simplify(proto)
+        for key, value in _metadata(model, config, source_sha256).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+        max_diff = verify_onnx(tmp, graph, dummy, config) if verify else None
+    return max_diff
+
+
+def _simplify(proto):
+    try:
+        import onnxslim
+    except ImportError:
+        return proto
+    return onnxslim.slim(proto)
+
+
+def verify_onnx(path, graph, dummy, config):
+    """Run ``path`` in ONNX Runtime CPU and compare with the PyTorch graph; raise above tolerance."""
+    ort = require("onnxruntime", "pip install 'sanet[onnx]'")
+    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {INPUT_NAME: dummy.numpy()})[0]
+    with torch.no_grad():
+        want = graph(dummy).numpy()
+    if config.output == "argmax":
+        disagreement = float(np.mean(got != want))
+        if disagreement > 1e-3:
+            raise SanetError("ONNX argmax disagrees with PyTorch on {:.3%} of pixels: export discarded".format(disagreement))
+        return disagreement
+    max_diff = float(np.abs(got - want).max())
+    if max_diff > config.tolerance * max(1.0, float(np.abs(want).max())):
+        raise SanetError("ONNX output differs from PyTorch by {:.2e} (> tolerance): export discarded".format(max_diff))
+    return max_diff

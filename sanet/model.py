@@ -1,0 +1,361 @@
+"""SANet and SANet-Tiny: a faithful, export-friendly definition.
+
+Parameter names follow the reference checkpoint (kaigelee/SANet, see
+docs/reference_state_dict.txt) so its weights load with ``strict=True``.
+Two deliberate departures from the reference code, both numerically exact:
+adaptive average pooling and nearest upsampling in SCE are written as small
+constant matrices (pool = P_h @ x @ P_w^T), so the classic ONNX exporter at
+opset 17 emits MatMul instead of refusing the graph or emitting Gather chains.
+"""
+import copy
+import functools
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import SanetError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)
+CAMVID_CLASSES = (
+    "sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car",
+    "pedestrian", "bicyclist",
+)
+VARIANTS = ("sanet", "sanet-tiny")
+OUTPUT_STRIDE = 32  # feat32 is 1/32 of the input; SCE grids need at least one cell
+SIZE_MULTIPLE = 8  # the PixelShuffle(8) head reproduces the input size exactly for multiples of 8
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network and feed it; travels inside checkpoints."""
+
+    variant: str = "sanet"
+    num_classes: int = 19
+    class_names: List[str] = field(default_factory=lambda: list(CITYSCAPES_CLASSES))
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+    aux_head: bool = True
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise SanetError("unknown variant {!r}: choose one of {}".format(self.variant, ", ".join(VARIANTS)))
+        if self.num_classes < 1:
+            raise SanetError("num_classes must be >= 1, got {}".format(self.num_classes))
+        if len(self.class_names) != self.num_classes:
+            self.class_names = default_class_names(self.num_classes)
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def default_class_names(num_classes):
+    if num_classes == len(CITYSCAPES_CLASSES):
+        return list(CITYSCAPES_CLASSES)
+    if num_classes == len(CAMVID_CLASSES):
+        return list(CAMVID_CLASSES)
+    return ["class_{}".format(i) for i in range(num_classes)]
+
+
+def check_input_size(height, width):
+    """Raise a SanetError unless the network maps (height, width) to logits of the same size."""
+    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE or height < OUTPUT_STRIDE or width < OUTPUT_STRIDE:
+        raise SanetError(
+            "input size {}x{} is not supported: height and width must be multiples of {} and at least {} "
+            "(e.g. 512x1024, 720x960)".format(height, width, SIZE_MULTIPLE, OUTPUT_STRIDE)
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact linear-map versions of adaptive average pooling and nearest upsampling.
+
+
+@functools.lru_cache(maxsize=None)
+def adaptive_pool_matrix(in_size, out_size):
+    """(out_size, in_size) matrix whose rows average the bins of F.adaptive_avg_pool1d."""
+    mat = np.zeros((out_size, in_size), dtype=np.float32)
+    for i in range(out_size):
+        start = (i * in_size) // out_size
+        end = -((-(i + 1) * in_size) // out_size)  # ceil, as in PyTorch's adaptive pooling
+        mat[i, start:end] = 1.0 / (end - start)
+    return torch.from_numpy(mat)
+
+
+@functools.lru_cache(maxsize=None)
+def nearest_upsample_matrix(in_size, out_size):
+    """(out_size, in_size) 0/1 matrix reproducing F.interpolate(mode="nearest") along one axis."""
+    scale = np.float32(in_size) / np.float32(out_size)  # PyTorch computes the scale in float32
+    src = np.minimum(np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64), in_size - 1)
+    mat = np.zeros((out_size, in_size), dtype=np.float32)
+    mat[np.arange(out_size), src] = 1.0
+    return torch.from_numpy(mat)
+
+
+def separable_map(x, rows, cols):
+    """rows @ x @ cols^T over the last two axes: (B, C, H, W) -> (B, C, rows.shape[0], cols.shape[0])."""
+    rows = rows.to(dtype=x.dtype, device=x.device)
+    cols = cols.to(dtype=x.dtype, device=x.device)
+    return torch.matmul(torch.matmul(rows, x), cols.t())
+
+
+def adaptive_avg_pool(x, out_hw):
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    return separable_map(x, adaptive_pool_matrix(height, out_hw[0]), adaptive_pool_matrix(width, out_hw[1]))
+
+
+def nearest_upsample(x, out_hw):
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    return separable_map(x, nearest_upsample_matrix(height, out_hw[0]), nearest_upsample_matrix(width, out_hw[1]))
+
+
+def sce_grid(grid_height, feat_height, feat_width):
+    """Pooling grid of one SCE branch: height g, width following the feature map's aspect ratio."""
+    return grid_height, max(1, int(round(grid_height * feat_width / feat_height)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+
+
+class ConvBNReLU(nn.Module):
+    def __init__(self, in_ch, out_ch, kernel_size=3):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(out_ch)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+def conv_bn_relu_seq(in_ch, out_ch):
+    """3x3 conv + BN + ReLU as a Sequential (reference names: .0 conv, .1 bn)."""
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU())
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_ch, out_ch, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.downsample = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class ResNet18DeepStem(nn.Module):
+    """ResNet-18 (v1c deep stem ending at 128 channels); returns feat8, feat16, feat32."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(3, 64, 3, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, 128, 3, 1, 1, bias=False),
+        )
+        self.bn1 = nn.BatchNorm2d(128)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        widths, strides, in_ch = (64, 128, 256, 512), (1, 2, 2, 2), 128
+        for index, (width, stride) in enumerate(zip(widths, strides), start=1):
+            setattr(self, "layer{}".format(index), nn.Sequential(BasicBlock(in_ch, width, stride), BasicBlock(width, width)))
+            in_ch = width
+
+    def forward(self, x):
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))  # (B, 128, H/4, W/4)
+        feat8 = self.layer2(self.layer1(x))  # (B, 128, H/8, W/8)
+        feat16 = self.layer3(feat8)  # (B, 256, H/16, W/16)
+        feat32 = self.layer4(feat16)  # (B, 512, H/32, W/32)
+        return feat8, feat16, feat32
+
+
+class SCE(nn.Module):
+    """Selective context encoding: four pooled context branches blended by spatial attention."""
+
+    GRID_HEIGHTS = (6, 3, 2, 1)
+
+    def __init__(self, in_ch=512, ch=128):
+        super().__init__()
+        self.reduce_channel = ConvBNReLU(in_ch, ch, 1)
+        self.spp = nn.Module()
+        for index in range(len(self.GRID_HEIGHTS)):
+            self.spp.add_module("spp_{}".format(index + 1), ConvBNReLU(ch, ch, 1))
+        branches = len(self.GRID_HEIGHTS)
+        self.spatial_attention = nn.Sequential(ConvBNReLU(ch * branches, ch, 1), nn.Conv2d(ch, branches, 1, bias=False))
+        nn.init.zeros_(self.spatial_attention[1].weight)
+
+    def forward(self, x):
+        x = self.reduce_channel(x)  # (B, 128, h, w) with h, w = H/32, W/32
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        contexts = []
+        for index, grid_height in enumerate(self.GRID_HEIGHTS):
+            pooled = adaptive_avg_pool(x, sce_grid(grid_height, height, width))  # (B, 128, g, g_w)
+            branch = getattr(self.spp, "spp_{}".format(index + 1))(pooled)
+            contexts.append(nearest_upsample(branch, (height, width)))  # (B, 128, h, w)
+        attention = torch.sigmoid(self.spatial_attention(torch.cat(contexts, dim=1))) + 1.0  # (B, 4, h, w)
+        for index, context in enumerate(contexts):
+            x = x + context * attention[:, index:index + 1]
+        return x
+
+
+def generalized_mean_pool(x, p=3.0, eps=1e-6):
+    """GeM pooling to 1x1: (B, C, H, W) -> (B, C)."""
+    return x.clamp(min=eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+
+class SFF(nn.Module):
+    """Scale-aware feature fusion of an upsampled low-resolution map with a high-resolution one."""
+
+    def __init__(self, low_ch, high_ch, ch=128, kernel_size=5):
+        super().__init__()
+        self.conv_low = conv_bn_relu_seq(low_ch, ch)
+        self.conv_high = conv_bn_relu_seq(high_ch, ch)
+        self.conv_1 = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.conv_2 = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.channels = ch
+
+    def forward(self, low, high):
+        high = self.conv_high(high)  # (B, 128, Hh, Wh)
+        low = F.interpolate(self.conv_low(low), size=(int(high.shape[-2]), int(high.shape[-1])),
+                            mode="bilinear", align_corners=True)  # (B, 128, Hh, Wh)
+        # Interleave the two descriptors (l0, h0, l1, h1, ...) so the 1-D convs mix both scales.
+        # Batch stays -1 in reshapes so the exported graph needs no Shape/Gather arithmetic.
+        descriptor = torch.stack([generalized_mean_pool(low), generalized_mean_pool(high)], dim=2)  # (B, C, 2)
+        weights = self.conv_2(self.conv_1(descriptor.reshape(-1, 1, 2 * self.channels)))  # (B, 1, 2C)
+        weights = torch.sigmoid(weights.reshape(-1, self.channels, 2, 1))  # (B, C, 2, 1)
+        return weights[:, :, 0:1] * low + weights[:, :, 1:2] * high
+
+
+class SegHead(nn.Module):
+    """ConvBNReLU then a 1x1 classifier; PixelShuffle (SANet) or bilinear (SANet-Tiny) to full size."""
+
+    def __init__(self, in_ch, mid_ch, num_classes, up_factor, pixel_shuffle):
+        super().__init__()
+        self.conv = ConvBNReLU(in_ch, mid_ch, 3)
+        out_ch = num_classes * up_factor * up_factor if pixel_shuffle else num_classes
+        self.conv_out = nn.Conv2d(mid_ch, out_ch, 1, bias=True)
+        self.up_factor = up_factor
+        self.pixel_shuffle = pixel_shuffle
+
+    def forward(self, x):
+        x = self.conv_out(self.conv(x))
+        if self.pixel_shuffle:
+            return F.pixel_shuffle(x, self.up_factor)  # DepthToSpace in ONNX
+        return F.interpolate(x, scale_factor=float(self.up_factor), mode="bilinear", align_corners=False)
+
+
+class SANet(nn.Module):
+    """SANet: (B, 3, H, W) normalised RGB -> (B, classes, H, W) logits; (main, aux) in training mode."""
+
+    def __init__(self, config: Optional[ModelConfig] = None):
+        super().__init__()
+        self.config = config or ModelConfig()
+        classes, shuffle = self.config.num_classes, self.config.variant == "sanet"
+        self.resnet = ResNet18DeepStem()
+        self.sce = SCE()
+        self.sff1 = SFF(128, 256)
+        self.sff2 = SFF(128, 128)
+        self.conv_out32 = SegHead(128, 128, classes, 8, shuffle)
+        self.conv_out16 = SegHead(256, 64, classes, 16, shuffle) if self.config.aux_head else None
+        self._init_weights()
+
+    def _init_weights(self):
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d) and module.weight is not self.sce.spatial_attention[1].weight:
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x):
+        feat8, feat16, feat32 = self.resnet(x)
+        fused = self.sff2(self.sff1(self.sce(feat32), feat16), feat8)  # (B, 128, H/8, W/8)
+        main = self.conv_out32(fused)  # (B, classes, H, W)
+        if self.training and self.conv_out16 is not None:
+            return main, self.conv_out16(feat16)
+        return main
+
+    @torch.no_grad()
+    def predict(self, x):
+        """(B, 3, H, W) -> (B, H, W) int64 class map."""
+        return self.forward(x).argmax(dim=1)
+
+
+def build_model(variant="sanet", num_classes=19, **kwargs):
+    return SANet(ModelConfig(variant=variant, num_classes=num_classes, **kwargs))
+
+
+def count_parameters(model, include_aux=False):
+    return sum(
+        p.numel() for name, p in model.named_parameters() if include_aux or not name.startswith("conv_out16.")
+    )
+
+
+def count_gflops(model, height, width):
+    """GFLOPs (2 per multiply-accumulate) of one inference forward at batch 1, via FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, height, width))
+    model.train(was_training)
+    return counter.get_total_flops() / 1e9
+
+
+# ----------------------------------------------------------------------------------------------
+# BatchNorm folding
+
+
+def _fold_into(conv, bn):
+    """Fold an eval-mode BatchNorm into the preceding convolution's weight and bias."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C_out,)
+    conv.weight.data = conv.weight.data * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+    bias = conv.bias.data if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+
+
+def _last_conv(module):
+    if isinstance(module, nn.Conv2d):
+        return module
+    if isinstance(module, nn.Sequential) and len(module) and isinstance(module[-1], nn.Conv2d):
+        return module[-1]
+    return None
+
+
+def fold_batchnorm(model):
+    """Return an eval-mode copy of ``model`` with every conv+BN pair fused; outputs are unchanged."""
+    folded = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for parent in list(folded.modules()):
+            children = list(parent.named_children())
+            # Consecutive (conv, bn) children cover Sequentials and attribute pairs like conv1/bn1 or conv/bn,
+            # because module registration order follows the data flow in every block above.
+            for (_, first), (bn_name, second) in zip(children, children[1:]):
+                conv = _last_conv(first)
+                if conv is not None and isinstance(second, nn.BatchNorm2d):
+                    _fold_into(conv, second)
+                    setattr(parent, bn_name, nn.Identity())
+    return folded

@@ -1,0 +1,110 @@
+"""Model definition: shapes, reference names, exact pooling/upsampling, BN folding, ONNX export."""
+import collections
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sanet.model import (
+    VARIANTS,
+    adaptive_avg_pool,
+    build_model,
+    count_gflops,
+    count_parameters,
+    fold_batchnorm,
+    nearest_upsample,
+)
+
+
+def reference_entries(shared_docs):
+    entries = []
+    for line in (shared_docs / "reference_state_dict.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, shape = line.split(" ", 1)
+            entries.append((name, tuple(int(v) for v in shape.strip("() ").split(",") if v.strip())))
+    return entries
+
+
+def relative_error(a, b):
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("size", [(64, 128), (96, 96), (128, 64), (160, 224)])
+def test_forward_shapes(variant, size):
+    model = build_model(variant, 11)
+    images = torch.randn(2, 3, *size)
+    model.train()
+    main, aux = model(images)
+    assert main.shape == (2, 11, *size) and aux.shape == (2, 11, *size)
+    model.eval()
+    with torch.no_grad():
+        assert model(images).shape == (2, 11, *size)
+    assert model.predict(images).shape == (2, *size)
+
+
+def test_state_dict_matches_reference_names_and_shapes(shared_docs):
+    expected = reference_entries(shared_docs)
+    state = build_model("sanet", 19).state_dict()
+    assert [(k, tuple(v.shape)) for k, v in state.items()] == expected
+
+
+def test_published_size_and_flops():
+    model = build_model("sanet", 19, aux_head=False)
+    assert count_parameters(model) / 1e6 == pytest.approx(12.57, rel=0.01)
+    for (height, width), published in (((512, 1024), 77.3), ((768, 1536), 174.0), ((1024, 2048), 309.2)):
+        assert count_gflops(model, height, width) == pytest.approx(published, rel=0.01)
+
+
+@pytest.mark.parametrize("in_hw,out_hw", [((16, 32), (6, 12)), ((16, 32), (3, 6)), ((23, 30), (6, 8)),
+                                          ((24, 30), (2, 4)), ((7, 5), (1, 1)), ((22, 30), (6, 8))])
+def test_pooling_and_upsampling_match_torch(in_hw, out_hw):
+    x = torch.randn(2, 5, *in_hw)
+    pooled = adaptive_avg_pool(x, out_hw)
+    assert relative_error(pooled, F.adaptive_avg_pool2d(x, out_hw)) <= 1e-5
+    up = nearest_upsample(pooled, in_hw)
+    assert torch.equal(up, F.interpolate(pooled, size=in_hw, mode="nearest"))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_batchnorm_folding_keeps_outputs(variant):
+    torch.manual_seed(0)
+    model = build_model(variant, 19)
+    for module in model.modules():  # non-trivial statistics so folding really changes the weights
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(1, 3, 128, 256)
+    with torch.no_grad():
+        assert relative_error(folded(x), model(x)) <= 1e-5
+
+
+FORBIDDEN_OPS = {"Gather", "GatherND", "Where", "Loop", "If"}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("size", [(512, 1024), (768, 1536), (1024, 2048), (720, 960)])
+def test_onnx_export_is_clean_and_matches(variant, size, tmp_path, ort):
+    from sanet.export import ExportConfig, export_onnx
+
+    torch.manual_seed(0)
+    model = build_model(variant, 19, aux_head=False).eval()
+    path = tmp_path / "model.onnx"
+    export_onnx(model, path, ExportConfig(height=size[0], width=size[1]), verify=False)
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    ops = collections.Counter(node.op_type for node in graph.node)
+    assert not FORBIDDEN_OPS & set(ops), ops
+    assert ops["MatMul"] >= 16  # SCE pooling/upsampling became matrix products
+    if size == (512, 1024):  # numerical check at one size keeps the suite fast on 2 cores
+        x = torch.randn(1, 3, *size)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+        with torch.no_grad():
+            assert relative_error(got, model(x)) <= 1e-4
