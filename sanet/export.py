@@ -103,6 +103,7 @@ def _metadata(model, config, source_sha256):
         "sanet.std": ",".join(str(v) for v in cfg.std),
         "sanet.input_layout": config.input_layout,
         "sanet.output": config.output,
+        "sanet.precision": "fp32",
         "sanet.resolution": "{}x{}".format(config.height, config.width),
         "sanet.batch": str(config.batch),
         "sanet.opset": str(config.opset),
