@@ -4,6 +4,7 @@ Every entry point goes through ``_run``: a SanetError (something the user can fi
 line without a traceback and the process exits with status 1; Ctrl-C exits with 130.
 """
 import argparse
+import os
 import sys
 
 from .errors import SanetError
@@ -157,10 +158,124 @@ def eval_main(argv):
         write_json_atomic(args.json, result)
 
 
+def train_main(argv):
+    """sanet-train: train SANet with the paper's recipe (torchrun for multi-GPU / multi-node)."""
+    from .train import TrainConfig, plot_history, train
+
+    parser = argparse.ArgumentParser(prog="sanet-train", description=train_main.__doc__)
+    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/cityscapes.yaml")
+    parser.add_argument("--resume", help="continue from a last.pt training checkpoint")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. epochs=10 batch_size=4")
+    args = parser.parse_args(argv)
+    config = TrainConfig.load(args.config, args.overrides)
+    trainer, history, seconds = train(config, args.resume)
+    if trainer.is_main and history:
+        try:
+            plot_history(history, os.path.join(config.out, "curve.png"))
+        except ImportError:
+            print("matplotlib not installed: no curve.png (pip install matplotlib)")
+        print("trained {} epochs in {:.1f} min; best val mIoU {:.2f} %; checkpoints in {}".format(
+            len(history), seconds / 60, 100 * trainer.best_miou, config.out))
+
+
+def parse_resolutions(values):
+    """--res H W (repeatable) -> [(H, W), ...] with a one-line error for malformed values."""
+    from .model import check_input_size
+
+    sizes = []
+    for pair in values:
+        try:
+            height, width = int(pair[0]), int(pair[1])
+        except ValueError:
+            raise SanetError("--res takes two integers H W, got {}".format(" ".join(pair))) from None
+        check_input_size(height, width)
+        sizes.append((height, width))
+    return sizes
+
+
+def export_main(argv):
+    """sanet-export: ONNX per resolution (verified in ONNX Runtime), then TensorRT engines with --fp16/--int8."""
+    from .checkpoints import load_model
+    from .export import INPUT_LAYOUTS, OUTPUTS, ExportConfig, export_onnx
+    from .fileio import ensure_writable_dir, sha256_file
+    from .model import build_model
+
+    parser = argparse.ArgumentParser(prog="sanet-export", description=export_main.__doc__)
+    add_model_args(parser)
+    parser.add_argument("--res", nargs=2, action="append", metavar=("H", "W"),
+                        help="input resolution, repeatable (default 1024 2048)")
+    parser.add_argument("-o", "--out", default="exports", help="output directory (default exports/)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.5 on Jetson)")
+    parser.add_argument("--dynamic", action="store_true", help="dynamic H and W (not supported: see README)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--input", dest="input_layout", choices=INPUT_LAYOUTS, default="float-nchw")
+    parser.add_argument("--output", choices=OUTPUTS, default="logits")
+    parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+    parser.add_argument("--random-init", action="store_true", help="export untrained weights (no checkpoint)")
+    args = parser.parse_args(argv)
+    sizes = parse_resolutions(args.res or [("1024", "2048")])
+    if args.checkpoint:
+        model, source = load_model(args.checkpoint, args.variant, args.classes), sha256_file(args.checkpoint)
+    elif args.random_init:
+        print("note: --random-init exports untrained weights; predictions are meaningless")
+        model, source = build_model(args.variant or "sanet", args.classes or 19, aux_head=False).eval(), None
+    else:
+        raise SanetError("give a CHECKPOINT to export, or --random-init for untrained weights")
+    ensure_writable_dir(args.out)
+    rows = []
+    for height, width in sizes:
+        config = ExportConfig(height, width, args.opset, args.batch, args.dynamic, args.input_layout, args.output,
+                              not args.no_simplify)
+        path = os.path.join(args.out, config.file_name(model.config.variant))
+        print("exporting {} ...".format(path), flush=True)
+        max_diff = export_onnx(model, path, config, source)
+        rows.append([path, "{:.1f}".format(os.path.getsize(path) / 2**20), args.opset, "{:.2e}".format(max_diff)])
+    print_table(["file", "MiB", "opset", "max |diff| vs PyTorch"], rows)
+
+
+def parity_main(argv):
+    """sanet-parity: compare an exported model with PyTorch FP32 on a dataset; exit 1 when over budget."""
+    from .checkpoints import load_model
+    from .data import open_dataset
+    from .fileio import write_json_atomic
+    from .parity import BUDGETS, Budget, compare, parity_rows
+    from .runners import OrtRunner, TorchRunner
+
+    parser = argparse.ArgumentParser(prog="sanet-parity", description=parity_main.__doc__)
+    parser.add_argument("checkpoint", help="the PyTorch checkpoint the candidate was exported from")
+    parser.add_argument("--onnx", required=True, help="candidate ONNX file (ONNX Runtime CPU)")
+    parser.add_argument("--data", required=True, help="dataset root")
+    parser.add_argument("--dataset", default="cityscapes", choices=["cityscapes", "camvid", "folder"])
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--precision", choices=sorted(BUDGETS), help="budget to apply (default: the candidate's)")
+    parser.add_argument("--min-pixel-agreement", type=float, help="override the budget (fraction, e.g. 0.9999)")
+    parser.add_argument("--max-delta-miou", type=float, help="override the budget (fraction, e.g. 0.001 = 0.1 pt)")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--json", help="write the result here")
+    args = parser.parse_args(argv)
+    # Unlabelled frames count too: agreement metrics need no labels; label mIoU needs every frame labelled.
+    dataset = open_dataset(args.data, args.dataset, args.split, require_labels=False)
+    reference = TorchRunner(load_model(args.checkpoint))
+    with OrtRunner(args.onnx) as candidate:
+        base = BUDGETS.get(args.precision or candidate.info.precision, Budget())
+        budget = Budget(args.min_pixel_agreement if args.min_pixel_agreement is not None else base.min_pixel_agreement,
+                        base.min_agreement_miou,
+                        args.max_delta_miou if args.max_delta_miou is not None else base.max_delta_miou)
+        result = compare(reference, candidate, dataset, limit=args.limit, budget=budget)
+    print_table(["metric", "value"], parity_rows(result))
+    if args.json:
+        write_json_atomic(args.json, result.to_dict())
+    return 0 if result.passed else 1
+
+
 synth = _entry(synth_main)
 evaluate = _entry(eval_main)
+train = _entry(train_main)
+export = _entry(export_main)
+parity = _entry(parity_main)
 
-COMMANDS = {"info": info_main, "synth": synth_main, "eval": eval_main}
+COMMANDS = {"info": info_main, "synth": synth_main, "eval": eval_main, "train": train_main, "export": export_main,
+            "parity": parity_main}
 
 
 def main(argv=None):

@@ -26,3 +26,34 @@ def real_data():
 @pytest.fixture(scope="session")
 def ort():
     return pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'sanet[onnx]'")
+
+
+def small_train_config(data, out, **overrides):
+    """A SANet training config that runs in seconds on 2 CPU cores."""
+    from sanet.train import TrainConfig
+
+    values = dict(dataset="cityscapes", data=str(data), variant="sanet", classes=19, crop=[128, 256],
+                  scale_range=[0.75, 1.25], jitter=0.2, batch_size=4, epochs=8, lr=0.05, warmup_iters=5,
+                  ohem_min_kept=8000, val_every=4, workers=0, amp=False, out=str(out), seed=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def synth_small(tmp_path_factory):
+    """24 train / 6 val generated frames at 128x256 (Cityscapes layout)."""
+    from sanet.synth import SynthConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("synth_small")
+    generate_dataset(str(root), SynthConfig(128, 256, train=24, val=6, seed=0))
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained(synth_small, tmp_path_factory):
+    """A SANet trained for ~1 minute on synth_small: (trainer, history, best checkpoint path)."""
+    from sanet.train import train
+
+    out = tmp_path_factory.mktemp("trained")
+    trainer, history, _ = train(small_train_config(synth_small, out))
+    return trainer, history, out / "best.safetensors"

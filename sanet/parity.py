@@ -1,0 +1,154 @@
+"""Parity: does a candidate runner compute what PyTorch FP32 computes?
+
+Both runners see the same uint8 pixels at the candidate's input size. Reported: mIoU of each against
+labels (where labels exist) and their difference, agreement mIoU (candidate vs reference predictions
+as if the reference were ground truth), pixel agreement overall and in a band of ``boundary_px``
+pixels around class edges, per-class delta IoU, and max / mean |delta logit| when both give logits.
+"""
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .data import _cv2
+from .errors import SanetError
+from .evaluate import progress_bar
+from .metrics import ConfusionMatrix
+
+
+@dataclass
+class Budget:
+    """Limits a candidate must meet; None disables a check. mIoU values are fractions (0.001 = 0.1 pt)."""
+
+    min_pixel_agreement: Optional[float] = None
+    min_agreement_miou: Optional[float] = None
+    max_delta_miou: Optional[float] = None
+
+
+BUDGETS = {
+    "fp32": Budget(min_pixel_agreement=0.9999, min_agreement_miou=0.999, max_delta_miou=0.001),
+    "fp16": Budget(min_pixel_agreement=0.999, min_agreement_miou=0.99, max_delta_miou=0.001),
+    "int8": Budget(min_pixel_agreement=0.98, min_agreement_miou=0.9, max_delta_miou=0.01),
+}
+
+
+@dataclass
+class ParityResult:
+    candidate: str
+    precision: str
+    images: int
+    pixel_agreement: float
+    boundary_agreement: float
+    agreement_miou: float
+    miou_reference: Optional[float] = None
+    miou_candidate: Optional[float] = None
+    delta_miou: Optional[float] = None  # candidate - reference, fraction
+    per_class_delta_iou: Dict[str, Optional[float]] = field(default_factory=dict)
+    max_abs_logit_diff: Optional[float] = None
+    mean_abs_logit_diff: Optional[float] = None
+    budget: Budget = field(default_factory=Budget)
+    failures: List[str] = field(default_factory=list)
+
+    @property
+    def passed(self):
+        return not self.failures
+
+    def to_dict(self):
+        data = asdict(self)
+        data["passed"] = self.passed
+        return data
+
+
+def boundary_band(class_map, width):
+    """Boolean mask of pixels within ``width`` pixels of a class edge of ``class_map`` (H, W)."""
+    cv2 = _cv2()
+    edges = np.zeros(class_map.shape, np.uint8)
+    edges[:, 1:] |= (class_map[:, 1:] != class_map[:, :-1]).astype(np.uint8)
+    edges[1:, :] |= (class_map[1:, :] != class_map[:-1, :]).astype(np.uint8)
+    kernel = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+    return cv2.dilate(edges, kernel) > 0
+
+
+def check_budget(result, budget):
+    failures = []
+    if budget.min_pixel_agreement is not None and result.pixel_agreement < budget.min_pixel_agreement:
+        failures.append("pixel agreement {:.4%} < {:.4%}".format(result.pixel_agreement, budget.min_pixel_agreement))
+    if budget.min_agreement_miou is not None and result.agreement_miou < budget.min_agreement_miou:
+        failures.append("agreement mIoU {:.2%} < {:.2%}".format(result.agreement_miou, budget.min_agreement_miou))
+    if budget.max_delta_miou is not None and result.delta_miou is not None and abs(result.delta_miou) > budget.max_delta_miou:
+        failures.append("|delta mIoU| {:.2f} pt > {:.2f} pt".format(100 * abs(result.delta_miou), 100 * budget.max_delta_miou))
+    return failures
+
+
+def compare(reference, candidate, dataset, size=None, limit=None, boundary_px=3, budget=None, progress=True):
+    """Compare ``candidate`` with ``reference`` (PyTorch FP32) over ``dataset``; returns a ParityResult."""
+    cv2 = _cv2()
+    if reference.info.num_classes != candidate.info.num_classes:
+        raise SanetError("reference has {} classes, candidate {}: they are not the same model".format(
+            reference.info.num_classes, candidate.info.num_classes))
+    size = tuple(candidate.info.input_size or size or ()) or None
+    classes, precision = candidate.info.num_classes, candidate.info.precision
+    budget = budget or BUDGETS.get(precision, Budget())
+    agreement = ConfusionMatrix(classes)
+    vs_labels = {"reference": ConfusionMatrix(classes), "candidate": ConfusionMatrix(classes)}
+    agree = total = band_agree = band_total = 0
+    max_diff, diff_sum, diff_count = 0.0, 0.0, 0
+    labelled = dataset.has_labels
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for index in progress_bar(range(count), count, "parity " + candidate.info.label, progress):
+        image, label, _ = dataset.load(index)
+        if size and image.shape[:2] != size:
+            image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        ref_map, ref_logits = reference.predict(image[None])
+        cand_map, cand_logits = candidate.predict(image[None])
+        ref_map, cand_map = ref_map[0], cand_map[0]
+        same = ref_map == cand_map
+        agree, total = agree + int(same.sum()), total + same.size
+        band = boundary_band(ref_map, boundary_px)
+        band_agree, band_total = band_agree + int(same[band].sum()), band_total + int(band.sum())
+        agreement.update(cand_map, ref_map)
+        if ref_logits is not None and cand_logits is not None:
+            diff = np.abs(cand_logits.astype(np.float32) - ref_logits)
+            max_diff, diff_sum, diff_count = max(max_diff, float(diff.max())), diff_sum + float(diff.sum()), diff_count + diff.size
+        if labelled:
+            for name, class_map in (("reference", ref_map), ("candidate", cand_map)):
+                resized = cv2.resize(class_map.astype(np.uint8), label.shape[::-1], interpolation=cv2.INTER_NEAREST)
+                vs_labels[name].update(resized, label)
+    result = ParityResult(
+        candidate=candidate.info.label, precision=precision, images=count,
+        pixel_agreement=agree / max(1, total), boundary_agreement=band_agree / max(1, band_total),
+        agreement_miou=agreement.miou(), budget=budget,
+        max_abs_logit_diff=max_diff if diff_count else None,
+        mean_abs_logit_diff=diff_sum / diff_count if diff_count else None,
+    )
+    if labelled:
+        result.miou_reference, result.miou_candidate = vs_labels["reference"].miou(), vs_labels["candidate"].miou()
+        result.delta_miou = result.miou_candidate - result.miou_reference
+        ref_iou, cand_iou = vs_labels["reference"].per_class_iou(), vs_labels["candidate"].per_class_iou()
+        result.per_class_delta_iou = {
+            name: (None if math.isnan(r) or math.isnan(c) else float(c - r))
+            for name, r, c in zip(dataset.class_names, ref_iou, cand_iou)
+        }
+    result.failures = check_budget(result, budget)
+    return result
+
+
+def parity_rows(result):
+    """(metric, value) rows for the console table."""
+    def pct(value):
+        return "-" if value is None else "{:.2f}".format(100 * value)
+
+    return [
+        ["images", result.images],
+        ["mIoU reference (%)", pct(result.miou_reference)],
+        ["mIoU candidate (%)", pct(result.miou_candidate)],
+        ["delta mIoU (pt)", "-" if result.delta_miou is None else "{:+.3f}".format(100 * result.delta_miou)],
+        ["agreement mIoU (%)", pct(result.agreement_miou)],
+        ["pixel agreement (%)", "{:.4f}".format(100 * result.pixel_agreement)],
+        ["boundary agreement (%)", "{:.4f}".format(100 * result.boundary_agreement)],
+        ["max |delta logit|", "-" if result.max_abs_logit_diff is None else "{:.2e}".format(result.max_abs_logit_diff)],
+        ["mean |delta logit|", "-" if result.mean_abs_logit_diff is None else "{:.2e}".format(result.mean_abs_logit_diff)],
+        ["verdict", "PASS" if result.passed else "FAIL: " + "; ".join(result.failures)],
+    ]
+

@@ -1,0 +1,153 @@
+"""The CI parity check: trained checkpoint -> ONNX at two resolutions -> ONNX Runtime CPU -> parity."""
+import copy
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sanet.checkpoints import load_model, save_checkpoint
+from sanet.data import open_dataset
+from sanet.errors import SanetError
+from sanet.export import ExportConfig, export_onnx, read_metadata
+from sanet.parity import compare
+from sanet.runners import OrtRunner, TorchRunner
+
+RESOLUTIONS = [(128, 256), (96, 192)]
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory, ort):
+    _, _, best = trained
+    out = tmp_path_factory.mktemp("onnx")
+    model = load_model(best)
+    paths = {}
+    for height, width in RESOLUTIONS:
+        paths[(height, width)] = out / "sanet_{}x{}.onnx".format(height, width)
+        export_onnx(model, paths[(height, width)], ExportConfig(height, width), source_sha256="test")
+    return model, paths
+
+
+@pytest.mark.parametrize("size", RESOLUTIONS)
+def test_parity_holds_on_synthetic_val(exported, synth_small, size):
+    model, paths = exported
+    val = open_dataset(str(synth_small), "cityscapes", "val")
+    with OrtRunner(paths[size]) as candidate:
+        result = compare(TorchRunner(model), candidate, val, progress=False)
+    assert result.passed, result.failures
+    assert result.pixel_agreement >= 0.9999 and result.delta_miou is not None and abs(result.delta_miou) <= 0.001
+    assert result.miou_reference > 0.05  # trained for a minute: better than chance, several classes predicted
+    with OrtRunner(paths[size]) as candidate:
+        assert len(np.unique(candidate.predict(val.load(0)[0][None, :size[0], :size[1]])[0])) >= 3
+    assert result.max_abs_logit_diff < 1e-2
+
+
+def test_parity_holds_on_real_cityscapes_frames(exported, real_data):
+    model, paths = exported
+    frames = open_dataset(str(real_data / "cityscapes"), "cityscapes", "val", require_labels=False)
+    with OrtRunner(paths[(128, 256)]) as candidate:
+        result = compare(TorchRunner(model), candidate, frames, progress=False)
+    assert result.images == 7 and result.passed, result.failures
+    assert result.pixel_agreement >= 0.9999 and result.agreement_miou >= 0.999
+
+
+def test_parity_fails_for_a_really_wrong_candidate(exported, synth_small, tmp_path):
+    model, _ = exported
+    wrong = copy.deepcopy(model)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        for name, param in wrong.named_parameters():
+            if name.startswith("sff2"):
+                param.add_(torch.randn_like(param) * 0.2 * param.abs().mean())
+    path = tmp_path / "wrong.onnx"
+    export_onnx(wrong, path, ExportConfig(128, 256))
+    val = open_dataset(str(synth_small), "cityscapes", "val")
+    with OrtRunner(path) as candidate:
+        result = compare(TorchRunner(model), candidate, val, progress=False)
+    assert not result.passed and any("pixel agreement" in f for f in result.failures)
+
+
+def test_metadata_and_uint8_argmax_export(exported, tmp_path, synth_small):
+    model, paths = exported
+    meta = read_metadata(paths[(128, 256)])
+    assert meta["sanet.variant"] == "sanet" and meta["sanet.classes"] == "19" and meta["sanet.opset"] == "17"
+    assert meta["sanet.resolution"] == "128x256" and meta["sanet.source_sha256"] == "test"
+    assert meta["sanet.class_names"].split(",")[0] == "road"
+    path = tmp_path / "u8.onnx"
+    export_onnx(model, path, ExportConfig(128, 256, input_layout="uint8-nhwc", output="argmax"))
+    val = open_dataset(str(synth_small), "cityscapes", "val")
+    with OrtRunner(path) as candidate:
+        assert candidate.info.layout == "uint8-nhwc" and candidate.info.output == "argmax"
+        result = compare(TorchRunner(model), candidate, val, progress=False)
+    assert result.pixel_agreement >= 0.9999 and result.max_abs_logit_diff is None
+
+
+def test_runner_rejects_wrong_inputs(exported):
+    _, paths = exported
+    with OrtRunner(paths[(128, 256)]) as runner:
+        with pytest.raises(SanetError, match="built for 128x256"):
+            runner.predict(np.zeros((1, 96, 192, 3), np.uint8))
+        with pytest.raises(SanetError, match="expects float32"):
+            runner.infer(np.zeros((1, 3, 128, 256), np.float64))
+
+
+def test_foreign_onnx_is_refused(tmp_path, ort):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(SanetError, match="one 4-D input named 'images'"):
+        OrtRunner(path)
+
+
+def cli(*argv):
+    return subprocess.run([sys.executable, "-m", "sanet.cli", *argv], capture_output=True, text=True)
+
+
+def test_export_and_parity_cli(trained, synth_small, tmp_path):
+    _, _, best = trained
+    out = tmp_path / "exports"
+    result = cli("export", str(best), "--res", "128", "256", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    onnx_path = out / "sanet_128x256_b1.onnx"
+    assert onnx_path.is_file() and "max |diff|" in result.stdout
+    report = tmp_path / "parity.json"
+    result = cli("parity", str(best), "--onnx", str(onnx_path), "--data", str(synth_small), "--json", str(report))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(report.read_text())["passed"] is True and "PASS" in result.stdout
+    strict = cli("parity", str(best), "--onnx", str(onnx_path), "--data", str(synth_small), "--min-pixel-agreement", "1.01")
+    assert strict.returncode == 1 and "FAIL" in strict.stdout
+
+
+def test_export_failure_leaves_no_file(trained, tmp_path):
+    _, _, best = trained
+    model = load_model(best)
+    with pytest.raises(SanetError, match="export discarded"):
+        export_onnx(model, tmp_path / "m.onnx", ExportConfig(64, 128, tolerance=-1.0))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--random-init", "--res", "100", "200"], "multiples of 8"),
+    (["--random-init", "--res", "128", "abc"], "two integers"),
+    (["missing.safetensors"], "checkpoint not found"),
+    ([], "give a CHECKPOINT"),
+])
+def test_export_cli_errors(argv, message, tmp_path):
+    result = cli("export", *argv, "-o", str(tmp_path))
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_class_count_mismatch(tmp_path):
+    from sanet.model import build_model
+
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, build_model("sanet-tiny", 11, aux_head=False))
+    result = cli("export", str(path), "--classes", "19", "-o", str(tmp_path))
+    assert result.returncode == 1 and "has 11 classes, not 19" in result.stderr
