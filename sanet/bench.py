@@ -327,26 +327,17 @@ def candidates(model, resolution, config, workdir, skipped, extra_onnx=()):
                 else:
                     _skip(skipped, "onnxruntime {}: not in this onnxruntime build (pip install onnxruntime-gpu)".format(provider))
             if "int8" in config.precisions:
-                found.extend(int8_candidates(model, fp32_path, resolution, workdir, skipped))
+                _skip(skipped, "onnxruntime int8: Q/DQ quantization is not implemented in this release")
     if "tensorrt" in config.backends:
         try:
             import tensorrt  # noqa: F401
         except ImportError:
             _skip(skipped, "tensorrt engines fp16/int8: tensorrt is not installed (pip install tensorrt pycuda; needs an NVIDIA GPU)")
         else:
-            _skip(skipped, "tensorrt engines: build them with sanet-export --fp16/--int8 and pass --engine")
+            _skip(skipped, "tensorrt engines: the engine builder is not implemented in this release")
     for path in extra_onnx:
         found.append(lambda p=path: OrtRunner(p))
     return found
-
-
-def int8_candidates(model, fp32_path, resolution, workdir, skipped):
-    try:
-        from .calibration import quantize_for_bench
-    except ImportError:
-        _skip(skipped, "onnxruntime int8: the Q/DQ quantizer (sanet.calibration) is not available in this build")
-        return []
-    return quantize_for_bench(model, fp32_path, resolution, workdir, skipped)
 
 
 def _skip(skipped, message):

@@ -268,14 +268,76 @@ def parity_main(argv):
     return 0 if result.passed else 1
 
 
+def bench_main(argv):
+    """sanet-bench: FPS at 512x1024 / 768x1536 / 1024x2048 for every backend here, with parity vs PyTorch FP32."""
+    from .bench import BACKENDS, PRECISIONS, TABLE_HEADERS, BenchConfig, host_facts, run_bench, table_rows, write_reports
+    from .data import open_dataset
+    from .synth import SynthConfig, generate_dataset
+
+    parser = argparse.ArgumentParser(prog="sanet-bench", description=bench_main.__doc__)
+    parser.add_argument("--checkpoint", help="trained checkpoint (default: random-init SANet, agreement-only parity)")
+    parser.add_argument("--variant", choices=["sanet", "sanet-tiny"], default=None)
+    parser.add_argument("--classes", type=int, default=None)
+    parser.add_argument("--data", help="dataset root for parity (default: generated synthetic street scenes)")
+    parser.add_argument("--dataset", default="cityscapes", choices=["cityscapes", "camvid", "folder"])
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--res", nargs=2, action="append", metavar=("H", "W"), help="resolution, repeatable")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    parser.add_argument("--onnx", nargs="+", default=[], help="extra exported ONNX files to benchmark and check")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=50, help="timed iterations per row (upper bound)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="time budget per timing loop (default 6 s)")
+    parser.add_argument("--parity-images", type=int, default=2)
+    parser.add_argument("-o", "--out", default="results/bench")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when any row fails its parity budget")
+    args = parser.parse_args(argv)
+    resolutions = parse_resolutions(args.res) if args.res else None
+    config = BenchConfig(warmup=args.warmup, iterations=args.iterations, seconds=args.seconds,
+                         parity_images=args.parity_images, out=args.out, backends=tuple(args.backends),
+                         precisions=tuple(args.precisions))
+    if resolutions:
+        config.resolutions = resolutions
+    model = model_from_args(argparse.Namespace(checkpoint=args.checkpoint, variant=args.variant, classes=args.classes))
+    if not args.checkpoint:
+        print("note: no --checkpoint: random-init SANet; parity checks agreement, mIoU vs labels is meaningless")
+    if args.data:
+        dataset = open_dataset(args.data, args.dataset, args.split, require_labels=False)
+    else:
+        synth_root = os.path.join(args.out, "synth")
+        if not os.path.isdir(synth_root):
+            generate_dataset(synth_root, SynthConfig(256, 512, train=0, val=max(2, args.parity_images), seed=0))
+        dataset = open_dataset(synth_root, "cityscapes", "val")
+    for path in args.onnx:
+        if not os.path.isfile(path):
+            raise SanetError("ONNX file not found: {}".format(path))
+    facts = host_facts()
+    rows, skipped = run_bench(model, config, dataset, args.onnx)
+    settings = {"batch": 1, "warmup": config.warmup, "iterations": config.iterations, "seconds": config.seconds,
+                "parity_images": config.parity_images, "checkpoint": args.checkpoint or "random-init",
+                "dataset": args.data or "synthetic"}
+    files = write_reports(rows, facts, settings, args.out, skipped)
+    print_table(TABLE_HEADERS, table_rows(rows))
+    for message in skipped:
+        print("skipped: " + message)
+    print("reports: " + ", ".join(os.path.join(args.out, f) for f in files))
+    if any("interrupted" in message for message in skipped):
+        return 130
+    if args.strict and any(row.verdict == "FAIL" for row in rows):
+        print("error: {} row(s) failed parity (--strict)".format(sum(r.verdict == "FAIL" for r in rows)), file=sys.stderr)
+        return 1
+    return 0
+
+
 synth = _entry(synth_main)
 evaluate = _entry(eval_main)
 train = _entry(train_main)
 export = _entry(export_main)
 parity = _entry(parity_main)
+bench = _entry(bench_main)
 
 COMMANDS = {"info": info_main, "synth": synth_main, "eval": eval_main, "train": train_main, "export": export_main,
-            "parity": parity_main}
+            "parity": parity_main, "bench": bench_main}
 
 
 def main(argv=None):
