@@ -249,12 +249,7 @@ def write_plots(rows, out):
     axis.set_yscale("log")
     axis.legend(fontsize=7)
     axis.grid(alpha=0.3)
-    fig.tight_layout()
-    for name, figure in (("fps_vs_resolution.png", fig),):
-        with atomic_path(os.path.join(out, name)) as tmp:
-            figure.savefig(tmp, format="png")
-        written.append(name)
-    plt.close(fig)
+    written.append(_save_figure(plt, fig, out, "fps_vs_resolution.png"))
     fig, axis = plt.subplots(figsize=(6, 4), dpi=110)
     for row in rows:
         quality = row.miou if row.miou is not None else row.agreement_miou
@@ -265,11 +260,15 @@ def write_plots(rows, out):
     axis.set_ylabel("mIoU vs labels (%) or agreement mIoU")
     axis.set_xscale("log")
     axis.grid(alpha=0.3)
+    return written + [_save_figure(plt, fig, out, "fps_vs_miou.png")]
+
+
+def _save_figure(plt, fig, out, name):
     fig.tight_layout()
-    with atomic_path(os.path.join(out, "fps_vs_miou.png")) as tmp:
+    with atomic_path(os.path.join(out, name)) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
-    return written + ["fps_vs_miou.png"]
+    return name
 
 
 
