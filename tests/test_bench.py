@@ -45,7 +45,7 @@ def test_default_run_writes_consistent_reports(default_run):
     assert data["host"]["cpu_count"] and data["host"]["torch"] == torch.__version__
     with open(out / "bench.csv") as handle:
         assert len(list(csv.DictReader(handle))) == len(rows)
-    assert (out / "bench.md").read_text().count("\n|") == len(rows) + 1
+    assert (out / "bench.md").read_text().count("\n|") == len(rows) + 2  # header, separator, rows
 
 
 def test_skip_messages_name_the_missing_package(default_run):
