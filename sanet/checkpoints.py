@@ -69,9 +69,8 @@ def read_checkpoint(path):
     state_dict = payload.get("state_dict", payload)
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise SanetError("checkpoint {} has no tensor state dict under 'state_dict' or at its top level".format(path))
-    extra = {key: value for key, value in payload.items() if key not in ("state_dict", CONFIG_KEY)}
-    if state_dict is payload:
-        extra = {}
+    # A raw state dict has nothing beside its tensors; a wrapped one may carry training state.
+    extra = {} if state_dict is payload else {k: v for k, v in payload.items() if k not in ("state_dict", CONFIG_KEY)}
     config = ModelConfig.from_dict(json.loads(payload[CONFIG_KEY])) if CONFIG_KEY in payload else None
     return _strip_prefixes(state_dict), config, extra
 

@@ -38,13 +38,13 @@ CAMVID_PALETTE = np.array([
     (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192)], dtype=np.uint8)
 
 
-def _cv2():
+def import_cv2():
     return require("cv2", "pip install opencv-python-headless (or 'sanet[data]')")
 
 
 def read_image(path):
     """Read an image as uint8 RGB (H, W, 3). Grayscale, palette and RGBA files are converted to RGB."""
-    cv2 = _cv2()
+    cv2 = import_cv2()
     if not os.path.isfile(path):
         raise SanetError("image not found: {}".format(path))
     image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)  # gray/palette/RGBA -> 3-channel BGR
@@ -55,7 +55,7 @@ def read_image(path):
 
 def read_label(path):
     """Read a single-channel label PNG as (H, W) uint8."""
-    cv2 = _cv2()
+    cv2 = import_cv2()
     if not os.path.isfile(path):
         raise SanetError("label not found: {}".format(path))
     label = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
@@ -70,7 +70,7 @@ def read_label(path):
 def write_png(path, array):
     from .fileio import atomic_path
 
-    cv2 = _cv2()
+    cv2 = import_cv2()
     array = array[:, :, ::-1] if array.ndim == 3 else array  # RGB -> BGR for OpenCV
     with atomic_path(path) as tmp:
         if not cv2.imwrite(tmp + ".png", np.ascontiguousarray(array)):
@@ -255,7 +255,7 @@ class TrainTransform:
     seed: int = 0
 
     def __call__(self, image, label, rng):
-        cv2 = _cv2()
+        cv2 = import_cv2()
         scale = rng.uniform(*self.scale_range)
         size = (max(1, int(image.shape[1] * scale + 0.5)), max(1, int(image.shape[0] * scale + 0.5)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
@@ -285,21 +285,3 @@ class TrainTransform:
             if counts.sum() == 0 or counts.max() / counts.sum() < self.max_class_ratio:
                 break
         return image[top:top + height, left:left + width], window
-
-
-@dataclass
-class EvalTransform:
-    """Normalise only (validation during training)."""
-
-    mean: Tuple[float, float, float] = IMAGENET_MEAN
-    std: Tuple[float, float, float] = IMAGENET_STD
-
-    def __call__(self, image, label, rng=None):
-        return normalize(image, self.mean, self.std), torch.from_numpy(label.astype(np.int64))
-
-
-def colorize(class_map, palette):
-    """(H, W) trainIds -> (H, W, 3) RGB with the dataset palette; ignore becomes black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[: len(palette)] = palette
-    return lut[class_map]

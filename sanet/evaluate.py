@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import TRAIN_TO_LABEL, _cv2, write_png
+from .data import TRAIN_TO_LABEL, import_cv2, write_png
 from .errors import SanetError
 from .metrics import ConfusionMatrix
 
@@ -42,7 +42,7 @@ def input_sizes(runner, image_hw, scales, size=None):
 
 def predict_full(runner, image, label_hw, scales=(1.0,), flip=False, size=None):
     """(H, W) class map for one uint8 RGB image, at the label's resolution; logits summed over scales/flips."""
-    cv2 = _cv2()
+    cv2 = import_cv2()
     if flip and runner.info.output == "argmax":
         raise SanetError("flip evaluation needs logits: use a runner exported with --output logits")
     total, classes = None, None

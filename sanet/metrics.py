@@ -33,11 +33,6 @@ class ConfusionMatrix:
         self.invalid += np.bincount(label[~valid], minlength=n)
         return self
 
-    def merge(self, other):
-        self.matrix += other.matrix
-        self.invalid += other.invalid
-        return self
-
     def per_class_iou(self):
         tp = np.diag(self.matrix).astype(np.float64)
         fp = self.matrix.sum(axis=0) - tp

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .data import _cv2
+from .data import import_cv2
 from .errors import SanetError
 from .evaluate import progress_bar
 from .metrics import ConfusionMatrix
@@ -62,7 +62,7 @@ class ParityResult:
 
 def boundary_band(class_map, width):
     """Boolean mask of pixels within ``width`` pixels of a class edge of ``class_map`` (H, W)."""
-    cv2 = _cv2()
+    cv2 = import_cv2()
     edges = np.zeros(class_map.shape, np.uint8)
     edges[:, 1:] |= (class_map[:, 1:] != class_map[:, :-1]).astype(np.uint8)
     edges[1:, :] |= (class_map[1:, :] != class_map[:-1, :]).astype(np.uint8)
@@ -83,7 +83,7 @@ def check_budget(result, budget):
 
 def compare(reference, candidate, dataset, size=None, limit=None, boundary_px=3, budget=None, progress=True):
     """Compare ``candidate`` with ``reference`` (PyTorch FP32) over ``dataset``; returns a ParityResult."""
-    cv2 = _cv2()
+    cv2 = import_cv2()
     if reference.info.num_classes != candidate.info.num_classes:
         raise SanetError("reference has {} classes, candidate {}: they are not the same model".format(
             reference.info.num_classes, candidate.info.num_classes))

@@ -116,14 +116,6 @@ class TorchRunner(Runner):
         return self.model(x).float().cpu().numpy()
 
 
-def _parse_size(text):
-    try:
-        height, width = (int(v) for v in text.split("x"))
-        return height, width
-    except (AttributeError, ValueError):
-        return None
-
-
 class OrtRunner(Runner):
     """ONNX Runtime on an exported SANet ONNX file; the file's metadata says its layout and classes."""
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import _cv2, write_png
+from .data import import_cv2, write_png
 from .errors import SanetError
 
 # Cityscapes labelIds of the classes drawn.
@@ -35,7 +35,7 @@ class Canvas:
     def __init__(self, height, width):
         self.image = np.zeros((height, width, 3), np.uint8)
         self.label = np.zeros((height, width), np.uint8)
-        self.cv2 = _cv2()
+        self.cv2 = import_cv2()
 
     def poly(self, points, label_id, colour):
         pts = [np.round(np.asarray(points, np.float64)).astype(np.int32)]
@@ -167,7 +167,7 @@ def draw_scene(height, width, rng):
 
 def _photometric(image, rng):
     """Texture noise, a lighting gradient and mild blur: the image only, never the label."""
-    cv2 = _cv2()
+    cv2 = import_cv2()
     height, width = image.shape[:2]
     noise = cv2.resize(rng.normal(0, 12, (height // 4 + 1, width // 4 + 1, 3)).astype(np.float32), (width, height))
     light = np.linspace(rng.uniform(0.7, 1.1), rng.uniform(0.9, 1.3), width, dtype=np.float32)[None, :, None]

@@ -61,10 +61,10 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path=None, overrides=()):
+        import yaml
+
         values = {}
         if path:
-            import yaml
-
             if not os.path.isfile(path):
                 raise SanetError("config not found: {} (see configs/ for examples)".format(path))
             try:
@@ -78,8 +78,6 @@ class TrainConfig:
             if "=" not in item:
                 raise SanetError("override {!r} must look like key=value".format(item))
             key, text = item.split("=", 1)
-            import yaml
-
             values[key] = yaml.safe_load(text)
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - fields)
