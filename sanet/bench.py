@@ -13,11 +13,13 @@ import platform
 import shutil
 import subprocess
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Tuple
 
 import numpy as np
 
+from .errors import SanetError
 from .fileio import atomic_path, write_json_atomic, write_text_atomic
 from .runners import Runner
 
@@ -36,6 +38,9 @@ class BenchConfig:
     seconds: float = 6.0  # per timing loop; whichever of iterations / seconds comes first ends it
     parity_images: int = 2
     out: str = "results/bench"
+    calib: Optional[str] = None  # calibration images for INT8 rows (Cityscapes root or image folder)
+    calib_count: int = 16  # crops; few, to keep the default run short (sanet-export defaults to 500)
+    cuda_graphs: bool = False  # replay PyTorch CUDA / TensorRT rows from a captured CUDA graph
 
 
 @dataclass
@@ -292,51 +297,137 @@ class MemoRunner(Runner):
         return self.cache[key]
 
 
-def candidates(model, resolution, config, workdir, skipped, extra_onnx=()):
-    """(row label, runner factory) for every backend/precision available on this machine."""
+def model_digest(model):
+    """Short hash of the weights, so cached exports are never reused for another checkpoint."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
+def candidates(model, resolution, config, workdir, skipped, extra_onnx=(), extra_engines=()):
+    """Runner factories for every backend/precision available on this machine (exports made on demand)."""
     import torch
 
     from .runners import OrtRunner, TorchRunner
 
-    height, width = resolution
     found = []
     if "pytorch" in config.backends:
         found.append(lambda: TorchRunner(model, "cpu", "fp32"))
         if torch.cuda.is_available():
             for precision in ("fp32", "fp16"):
                 if precision in config.precisions:
-                    found.append(lambda p=precision: TorchRunner(model, "cuda", p))
+                    found.append(lambda p=precision: TorchRunner(model, "cuda", p, cuda_graph=config.cuda_graphs))
         else:
             _skip(skipped, "pytorch cuda fp32/fp16: no CUDA device (torch.cuda.is_available() is False)")
+    exports = _Exports(model, resolution, config, workdir)
     if "onnxruntime" in config.backends:
         try:
             import onnxruntime
         except ImportError:
             _skip(skipped, "onnxruntime rows: onnxruntime is not installed (pip install 'sanet[onnx]')")
         else:
-            from .export import ExportConfig, export_onnx
-
-            fp32_path = os.path.join(workdir, "{}_{}x{}.onnx".format(model.config.variant, height, width))
-            if not os.path.isfile(fp32_path):
-                export_onnx(model, fp32_path, ExportConfig(height, width))
             available = onnxruntime.get_available_providers()
             for provider in ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"):
                 if provider in available:
-                    found.append(lambda p=provider: OrtRunner(fp32_path, providers=[p]))
+                    found.append(lambda p=provider: OrtRunner(exports.onnx(), providers=[p]))
                 else:
                     _skip(skipped, "onnxruntime {}: not in this onnxruntime build (pip install onnxruntime-gpu)".format(provider))
             if "int8" in config.precisions:
-                _skip(skipped, "onnxruntime int8: Q/DQ quantization is not implemented in this release")
+                if config.calib:
+                    found.append(lambda: OrtRunner(exports.qdq("uint8")))
+                else:
+                    _skip(skipped, "onnxruntime int8: no calibration images (pass --calib DIR)")
     if "tensorrt" in config.backends:
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            _skip(skipped, "tensorrt engines fp16/int8: tensorrt is not installed (pip install tensorrt pycuda; needs an NVIDIA GPU)")
-        else:
-            _skip(skipped, "tensorrt engines: the engine builder is not implemented in this release")
+        found.extend(_engine_factories(exports, config, skipped))
     for path in extra_onnx:
         found.append(lambda p=path: OrtRunner(p))
+    for path in extra_engines:
+        found.append(lambda p=path: _trt_runner(p, config.cuda_graphs))
     return found
+
+
+class _Exports:
+    """The files a resolution's rows need, made once per model (keyed by a hash of its weights)."""
+
+    def __init__(self, model, resolution, config, workdir):
+        self.model, self.resolution, self.config = model, resolution, config
+        self.stem = os.path.join(workdir, "{}_{}x{}_{}".format(model.config.variant, resolution[0], resolution[1],
+                                                              model_digest(model)))
+        self.manifest = None
+
+    def onnx(self):
+        from .export import ExportConfig, export_onnx
+
+        path = self.stem + ".onnx"
+        if not os.path.isfile(path):
+            export_onnx(self.model, path, ExportConfig(*self.resolution))
+        return path
+
+    def crops(self):
+        from .calibration import CropConfig, plan_crops
+
+        if self.manifest is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # few calibration images is a deliberate bench default
+                self.manifest = plan_crops(self.config.calib, CropConfig(*self.resolution, count=self.config.calib_count))
+        return self.manifest
+
+    def qdq(self, activations):
+        """Q/DQ INT8 ONNX: uint8 activations for the ONNX Runtime x86 fast path, int8 for TensorRT."""
+        from .calibration import QuantizeConfig, quantize_qdq
+
+        manifest = self.crops()
+        path = "{}_{}_{}.onnx".format(self.stem, activations, manifest["sha256"][:12])
+        if not os.path.isfile(path):
+            quantize_qdq(self.onnx(), path, manifest, QuantizeConfig(activations=activations),
+                         cache_dir=os.path.dirname(path))
+        return path
+
+    def engine(self, precision):
+        import tensorrt
+
+        from .engines import EngineConfig, build_engine, engine_path, int8_route, read_sidecar, tensorrt_major
+        from .export import read_metadata
+
+        source = self.onnx()
+        if precision == "int8" and int8_route(EngineConfig("int8"), tensorrt.__version__, read_metadata(source)) == "qdq":
+            source = self.qdq("int8")
+        plan = engine_path(source, precision)
+        try:
+            read_sidecar(plan)
+        except SanetError:
+            timing_cache = os.path.join(os.path.dirname(plan), "timing.cache")
+            if precision == "fp16" and tensorrt_major(tensorrt.__version__) >= 11:
+                raise SanetError("TensorRT 11 FP16 engines need an FP16 ONNX (not written by this release)") from None
+            manifest = self.crops() if precision == "int8" else None
+            build_engine(source, plan, EngineConfig(precision, timing_cache=timing_cache), manifest)
+        return plan
+
+
+def _engine_factories(exports, config, skipped):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        _skip(skipped, "tensorrt engines fp16/int8: tensorrt is not installed (JetPack ships it; on x86 use an "
+                       "NVIDIA TensorRT container)")
+        return []
+    found = []
+    for precision in ("fp16", "int8"):
+        if precision not in config.precisions:
+            continue
+        if precision == "int8" and not config.calib:
+            _skip(skipped, "tensorrt int8: no calibration images (pass --calib DIR)")
+            continue
+        found.append(lambda p=precision: _trt_runner(exports.engine(p), config.cuda_graphs))
+    return found
+
+
+def _trt_runner(path, cuda_graph):
+    from .engines import TrtRunner
+
+    return TrtRunner(path, cuda_graph=cuda_graph)
 
 
 def _skip(skipped, message):
@@ -374,7 +465,7 @@ def measure(runner, resolution, config, reference, dataset):
     return row
 
 
-def run_bench(model, config, dataset, extra_onnx=(), report=print):
+def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=print):
     """All rows for all resolutions; returns (rows, skipped). Ctrl-C stops early and keeps what was measured."""
     from .runners import TorchRunner
 
@@ -385,8 +476,13 @@ def run_bench(model, config, dataset, extra_onnx=(), report=print):
     rows, skipped = [], []
     try:
         for resolution in config.resolutions:
-            for factory in candidates(model, resolution, config, workdir, skipped, extra_onnx):
-                with factory() as runner:
+            for factory in candidates(model, resolution, config, workdir, skipped, extra_onnx, extra_engines):
+                try:
+                    runner = factory()
+                except SanetError as exc:
+                    skipped.append("{}x{}: {}".format(resolution[0], resolution[1], exc))
+                    continue
+                with runner:
                     if runner.info.input_size and tuple(runner.info.input_size) != tuple(resolution):
                         continue  # a fixed-size ONNX/engine only runs at the resolution it was built for
                     report("measuring {} at {}x{} ...".format(runner.info.label, *resolution))

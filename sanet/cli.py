@@ -194,7 +194,7 @@ def parse_resolutions(values):
 
 
 def export_main(argv):
-    """sanet-export: ONNX per resolution (verified in ONNX Runtime), then TensorRT engines with --fp16/--int8."""
+    """sanet-export: ONNX per resolution (verified in ONNX Runtime), Q/DQ INT8 ONNX, TensorRT engines."""
     from .checkpoints import load_model
     from .export import INPUT_LAYOUTS, OUTPUTS, ExportConfig, export_onnx
     from .fileio import ensure_writable_dir, sha256_file
@@ -212,6 +212,33 @@ def export_main(argv):
     parser.add_argument("--output", choices=OUTPUTS, default="logits")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     parser.add_argument("--random-init", action="store_true", help="export untrained weights (no checkpoint)")
+    engine = parser.add_argument_group("TensorRT engines (built on the target device)")
+    engine.add_argument("--fp32", action="store_true", help="build an FP32 engine")
+    engine.add_argument("--fp16", action="store_true", help="build an FP16 engine")
+    engine.add_argument("--int8", action="store_true", help="build an INT8 engine (classic calibrator below TensorRT 10, Q/DQ from 10)")
+    engine.add_argument("--int8-route", choices=["auto", "classic", "qdq"], default="auto")
+    engine.add_argument("--workspace", type=int, default=2048, help="builder workspace limit in MiB (default 2048)")
+    engine.add_argument("--timing-cache", help="timing cache file reused across builds (default OUT/timing.cache)")
+    engine.add_argument("--opt-level", type=int, help="builder optimisation level 0-5 (TensorRT >= 8.6)")
+    engine.add_argument("--dla-core", type=int, help="run on this DLA core with GPU fallback (Jetson)")
+    int8 = parser.add_argument_group("INT8 calibration")
+    int8.add_argument("--qdq", action="store_true", help="write a Q/DQ INT8 ONNX (runs on ONNX Runtime CPU; TensorRT 10/11 build it)")
+    int8.add_argument("--qdq-activations", choices=["int8", "uint8"], default="int8",
+                      help="int8: symmetric, TensorRT-compatible (default); uint8: fastest on ONNX Runtime x86")
+    int8.add_argument("--calib", help="calibration images: a Cityscapes root (uses leftImg8bit/train) or an image folder")
+    int8.add_argument("--calib-count", type=int, default=500, help="number of crops (default 500)")
+    int8.add_argument("--calib-mode", choices=["random", "grid"], default="random")
+    int8.add_argument("--calib-seed", type=int, default=0)
+    int8.add_argument("--calib-method", choices=["entropy", "minmax", "percentile"],
+                      help="default: entropy for TensorRT calibrators, minmax for Q/DQ")
+    int8.add_argument("--int8-keep", nargs="+", default=[], metavar="GROUP",
+                      help="layer groups kept in float, e.g. conv_out32 sff1 sff2")
+    int8.add_argument("--int8-fallback", choices=["none", "auto"], default="none",
+                      help="auto: move layer groups back to float until INT8 parity holds (needs --parity-data)")
+    int8.add_argument("--parity-data", help="labelled dataset root for the Q/DQ parity check against PyTorch")
+    int8.add_argument("--parity-dataset", default="cityscapes", choices=["cityscapes", "camvid", "folder"])
+    int8.add_argument("--parity-split", default="val")
+    int8.add_argument("--parity-limit", type=int, help="check only the first N images")
     args = parser.parse_args(argv)
     sizes = parse_resolutions(args.res or [("1024", "2048")])
     if args.checkpoint:
@@ -221,6 +248,12 @@ def export_main(argv):
         model, source = build_model(args.variant or "sanet", args.classes or 19, aux_head=False).eval(), None
     else:
         raise SanetError("give a CHECKPOINT to export, or --random-init for untrained weights")
+    precisions = [p for p in ("fp32", "fp16", "int8") if getattr(args, p)]
+    if (args.qdq or args.int8) and not args.calib:
+        raise SanetError("INT8 needs calibration images: add --calib DIR (Cityscapes root or an image folder)")
+    if args.int8_fallback == "auto" and not args.parity_data:
+        raise SanetError("--int8-fallback auto measures parity: add --parity-data ROOT")
+    tensorrt = _tensorrt_or_none() if precisions else None
     ensure_writable_dir(args.out)
     rows = []
     for height, width in sizes:
@@ -229,8 +262,97 @@ def export_main(argv):
         path = os.path.join(args.out, config.file_name(model.config.variant))
         print("exporting {} ...".format(path), flush=True)
         max_diff = export_onnx(model, path, config, source)
-        rows.append([path, "{:.1f}".format(os.path.getsize(path) / 2**20), args.opset, "{:.2e}".format(max_diff)])
-    print_table(["file", "MiB", "opset", "max |diff| vs PyTorch"], rows)
+        rows.append([path, "{:.1f}".format(os.path.getsize(path) / 2**20), "fp32 onnx", "max |diff| {:.2e}".format(max_diff)])
+        manifest = _calibration_manifest(args, path, height, width) if args.qdq or (args.int8 and tensorrt) else None
+        qdq_path = None
+        if args.qdq or (args.int8 and tensorrt is not None and _int8_route(args, tensorrt, path) == "qdq"):
+            qdq_path, check = _export_qdq(args, model, path, manifest)
+            rows.append([qdq_path, "{:.1f}".format(os.path.getsize(qdq_path) / 2**20), "int8 q/dq onnx", check])
+        if tensorrt is not None:
+            for precision in precisions:
+                plan = _build(args, precision, qdq_path if precision == "int8" and qdq_path else path, manifest)
+                rows.append([plan, "{:.1f}".format(os.path.getsize(plan) / 2**20), "{} engine".format(precision), "sidecar .json"])
+    print_table(["file", "MiB", "kind", "check"], rows)
+    if precisions and tensorrt is None:
+        print("error: TensorRT is not installed, so no {} engine was built (the ONNX files above are complete): "
+              "{}".format("/".join(precisions), _tensorrt_hint()), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tensorrt_or_none():
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return tensorrt
+
+
+def _tensorrt_hint():
+    from .engines import TENSORRT_HINT
+
+    return TENSORRT_HINT
+
+
+def _int8_route(args, tensorrt, onnx_path):
+    from .engines import EngineConfig, int8_route
+    from .export import read_metadata
+
+    return int8_route(EngineConfig("int8", int8_route=args.int8_route), tensorrt.__version__, read_metadata(onnx_path))
+
+
+def _calibration_manifest(args, onnx_path, height, width):
+    from .calibration import CropConfig, plan_crops, write_manifest
+
+    manifest = plan_crops(args.calib, CropConfig(height, width, args.calib_count, args.calib_mode, args.calib_seed, args.batch))
+    write_manifest(os.path.splitext(onnx_path)[0] + ".calib.json", manifest)
+    print("calibration: {} crops from {} images (manifest {})".format(len(manifest["crops"]), len(manifest["files"]),
+                                                                      manifest["sha256"][:12]))
+    return manifest
+
+
+def _export_qdq(args, model, onnx_path, manifest):
+    """Write the Q/DQ ONNX; with --parity-data check it (or auto-fall back) against PyTorch FP32."""
+    from .calibration import QuantizeConfig, quantize_qdq, quantize_with_fallback
+    from .data import open_dataset
+    from .parity import compare
+    from .runners import OrtRunner, TorchRunner
+
+    out = os.path.splitext(onnx_path)[0] + "_int8_qdq.onnx"
+    config = QuantizeConfig(args.calib_method or "minmax", args.qdq_activations, keep=tuple(args.int8_keep))
+    cache_dir = os.path.join(args.out, "calibration-cache")
+    print("quantizing {} ...".format(out), flush=True)
+    if not args.parity_data:
+        quantize_qdq(onnx_path, out, manifest, config, cache_dir)
+        return out, "no parity data"
+    dataset = open_dataset(args.parity_data, args.parity_dataset, args.parity_split, require_labels=False)
+    reference = TorchRunner(model)
+    if args.int8_fallback == "auto":
+        result, moved = quantize_with_fallback(onnx_path, out, manifest, config, reference, dataset,
+                                               cache_dir=cache_dir, limit=args.parity_limit)
+        print("auto-fallback kept in float: {}".format(", ".join(list(config.keep) + moved) or "nothing"))
+    else:
+        quantize_qdq(onnx_path, out, manifest, config, cache_dir)
+        with OrtRunner(out) as candidate:
+            result = compare(reference, candidate, dataset, limit=args.parity_limit, progress=False)
+        if not result.passed:
+            os.remove(out)
+            raise SanetError("INT8 Q/DQ model over its parity budget ({}): retry with --int8-fallback auto".format(
+                "; ".join(result.failures)))
+    delta = "-" if result.delta_miou is None else "{:+.2f} pt".format(100 * result.delta_miou)
+    return out, "delta mIoU {}, pixel agreement {:.2%}".format(delta, result.pixel_agreement)
+
+
+def _build(args, precision, onnx_path, manifest):
+    from .engines import EngineConfig, build_engine, engine_path
+
+    method = args.calib_method if args.calib_method in ("entropy", "minmax") else "entropy"
+    config = EngineConfig(precision, args.workspace, args.timing_cache or os.path.join(args.out, "timing.cache"),
+                          args.opt_level, args.dla_core, args.int8_route, method, tuple(args.int8_keep))
+    plan = engine_path(onnx_path, precision, args.dla_core)
+    print("building {} ...".format(plan), flush=True)
+    build_engine(onnx_path, plan, config, manifest)
+    return plan
 
 
 def parity_main(argv):
@@ -285,6 +407,10 @@ def bench_main(argv):
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     parser.add_argument("--onnx", nargs="+", default=[], help="extra exported ONNX files to benchmark and check")
+    parser.add_argument("--engine", nargs="+", default=[], help="extra TensorRT plan files (with sidecars) to benchmark")
+    parser.add_argument("--calib", help="calibration images for INT8 rows (default: the synthetic set or --data)")
+    parser.add_argument("--calib-count", type=int, default=16, help="calibration crops for INT8 rows (default 16)")
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay PyTorch CUDA and TensorRT rows from CUDA graphs")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=50, help="timed iterations per row (upper bound)")
     parser.add_argument("--seconds", type=float, default=6.0, help="time budget per timing loop (default 6 s)")
@@ -295,7 +421,7 @@ def bench_main(argv):
     resolutions = parse_resolutions(args.res) if args.res else None
     config = BenchConfig(warmup=args.warmup, iterations=args.iterations, seconds=args.seconds,
                          parity_images=args.parity_images, out=args.out, backends=tuple(args.backends),
-                         precisions=tuple(args.precisions))
+                         precisions=tuple(args.precisions), calib_count=args.calib_count, cuda_graphs=args.cuda_graphs)
     if resolutions:
         config.resolutions = resolutions
     model = model_from_args(argparse.Namespace(checkpoint=args.checkpoint, variant=args.variant, classes=args.classes))
@@ -305,17 +431,19 @@ def bench_main(argv):
         dataset = open_dataset(args.data, args.dataset, args.split, require_labels=False)
     else:
         synth_root = os.path.join(args.out, "synth")
-        if not os.path.isdir(synth_root):
-            generate_dataset(synth_root, SynthConfig(256, 512, train=0, val=max(2, args.parity_images), seed=0))
+        if not os.path.isdir(os.path.join(synth_root, "leftImg8bit", "train")):
+            generate_dataset(synth_root, SynthConfig(256, 512, train=8, val=max(2, args.parity_images), seed=0))
         dataset = open_dataset(synth_root, "cityscapes", "val")
-    for path in args.onnx:
+    config.calib = args.calib or args.data or synth_root
+    for path in args.onnx + args.engine:
         if not os.path.isfile(path):
-            raise SanetError("ONNX file not found: {}".format(path))
+            raise SanetError("file not found: {}".format(path))
     facts = host_facts()
-    rows, skipped = run_bench(model, config, dataset, args.onnx)
+    rows, skipped = run_bench(model, config, dataset, args.onnx, args.engine)
     settings = {"batch": 1, "warmup": config.warmup, "iterations": config.iterations, "seconds": config.seconds,
                 "parity_images": config.parity_images, "checkpoint": args.checkpoint or "random-init",
-                "dataset": args.data or "synthetic"}
+                "dataset": args.data or "synthetic", "calibration": config.calib, "calibration_crops": config.calib_count,
+                "cuda_graphs": config.cuda_graphs}
     files = write_reports(rows, facts, settings, args.out, skipped)
     print_table(TABLE_HEADERS, table_rows(rows))
     for message in skipped:

@@ -122,6 +122,12 @@ def read_metadata(path):
     return {prop.key: prop.value for prop in model.metadata_props}
 
 
+def read_nodes(path):
+    """Node names of an ONNX graph, in order."""
+    onnx = require("onnx", "pip install 'sanet[onnx]'")
+    return [node.name for node in onnx.load(os.fspath(path), load_external_data=False).graph.node]
+
+
 def export_onnx(model, path, config: ExportConfig, source_sha256=None, verify=True):
     """Export ``model`` to ``path`` atomically; return the max |diff| vs PyTorch (None if not verified).
 

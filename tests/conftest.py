@@ -57,3 +57,22 @@ def trained(synth_small, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained")
     trainer, history, _ = train(small_train_config(synth_small, out))
     return trainer, history, out / "best.safetensors"
+
+
+RESOLUTIONS = [(128, 256), (96, 192)]
+
+
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory, ort):
+    """The trained checkpoint as a model and as FP32 ONNX files at RESOLUTIONS: (model, {size: path})."""
+    from sanet.checkpoints import load_model
+    from sanet.export import ExportConfig, export_onnx
+
+    _, _, best = trained
+    out = tmp_path_factory.mktemp("onnx")
+    model = load_model(best)
+    paths = {}
+    for height, width in RESOLUTIONS:
+        paths[(height, width)] = out / "sanet_{}x{}.onnx".format(height, width)
+        export_onnx(model, paths[(height, width)], ExportConfig(height, width), source_sha256="test")
+    return model, paths

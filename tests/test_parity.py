@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import RESOLUTIONS
 
 from sanet.checkpoints import load_model, save_checkpoint
 from sanet.data import open_dataset
@@ -14,20 +15,6 @@ from sanet.errors import SanetError
 from sanet.export import ExportConfig, export_onnx, read_metadata
 from sanet.parity import compare
 from sanet.runners import OrtRunner, TorchRunner
-
-RESOLUTIONS = [(128, 256), (96, 192)]
-
-
-@pytest.fixture(scope="module")
-def exported(trained, tmp_path_factory, ort):
-    _, _, best = trained
-    out = tmp_path_factory.mktemp("onnx")
-    model = load_model(best)
-    paths = {}
-    for height, width in RESOLUTIONS:
-        paths[(height, width)] = out / "sanet_{}x{}.onnx".format(height, width)
-        export_onnx(model, paths[(height, width)], ExportConfig(height, width), source_sha256="test")
-    return model, paths
 
 
 @pytest.mark.parametrize("size", RESOLUTIONS)

@@ -1,0 +1,347 @@
+"""INT8 calibration: crops, their manifest, and the two quantization routes that use them.
+
+1. Crops: boxes cut from Cityscapes ``leftImg8bit/train`` (or any image folder) at the engine's resolution,
+   random or on a grid, deterministic by seed. The manifest lists every file (with its sha256) and box; its
+   hash names the calibration, so a cache made from other crops is never reused.
+2. Classic route (TensorRT 8.5/10, implicit quantization): an entropy or min-max calibrator in
+   ``engines.py`` reads batches from here and stores its scales in a :class:`CalibrationCache`.
+3. Explicit Q/DQ route: :func:`quantize_qdq` writes a quantized ONNX (per-channel int8 weights, calibrated
+   activations) that ONNX Runtime CPU runs and TensorRT 10/11 builds as a strongly typed network.
+   :func:`quantize_with_fallback` keeps sensitive layer groups in float, one at a time, until the INT8
+   parity budget against PyTorch holds.
+"""
+import contextlib
+import hashlib
+import inspect
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+
+from .data import IMAGE_EXTENSIONS, import_cv2, read_image
+from .errors import SanetError, require
+from .fileio import atomic_path, sha256_file, write_json_atomic
+
+MANIFEST_FORMAT = 1
+CROP_MODES = ("random", "grid")
+METHODS = ("minmax", "entropy", "percentile")
+ACTIVATION_TYPES = ("int8", "uint8")
+GRID_SIDE = 3  # grid mode walks a 3 x 3 lattice of box positions, one position per pass over the files
+# Layer groups (module paths of SANet and SANet-Tiny) in the order the auto-fallback moves them back to float:
+# the classifier first, then the attention/fusion weights, then the backbone from its deep end.
+FALLBACK_ORDER = ("conv_out32", "sff2", "sff1", "sce", "resnet.layer4", "resnet.layer3", "resnet.layer2",
+                  "resnet.layer1", "resnet.conv1")
+
+
+@dataclass
+class CropConfig:
+    height: int
+    width: int
+    count: int = 500
+    mode: str = "random"
+    seed: int = 0
+    batch: int = 1
+
+    def __post_init__(self):
+        if self.mode not in CROP_MODES:
+            raise SanetError("unknown crop mode {!r}: use {}".format(self.mode, " or ".join(CROP_MODES)))
+        if self.count < self.batch:
+            raise SanetError("calibration needs at least one batch: --calib-count {} < batch {}".format(self.count, self.batch))
+
+
+def find_calibration_images(root):
+    """Calibration sources under ``root``: Cityscapes ``leftImg8bit/train`` if present, else every image."""
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise SanetError("calibration folder not found: {} (give a Cityscapes root or an image folder)".format(root))
+    cityscapes_train = os.path.join(root, "leftImg8bit", "train")
+    base = cityscapes_train if os.path.isdir(cityscapes_train) else root
+    files = []
+    for folder, _, names in os.walk(base):
+        files.extend(os.path.join(folder, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+    return sorted(os.path.relpath(f, root) for f in files)
+
+
+def _box(image_size, crop, rng, position):
+    """One (x, y, w, h) box with the crop's aspect ratio; images smaller than the crop give a smaller box
+    that is later scaled up, so every crop comes out at exactly (crop.height, crop.width)."""
+    img_h, img_w = image_size
+    scale = max(1.0, crop.height / img_h, crop.width / img_w)
+    box_h, box_w = min(img_h, round(crop.height / scale)), min(img_w, round(crop.width / scale))
+    if crop.mode == "random":
+        return [int(rng.integers(0, img_w - box_w + 1)), int(rng.integers(0, img_h - box_h + 1)), box_w, box_h]
+    column, row = position % GRID_SIDE, (position // GRID_SIDE) % GRID_SIDE
+    return [(img_w - box_w) * column // (GRID_SIDE - 1), (img_h - box_h) * row // (GRID_SIDE - 1), box_w, box_h]
+
+
+def plan_crops(root, crop: CropConfig):
+    """The calibration manifest: which file and box each of ``crop.count`` crops comes from."""
+    files = find_calibration_images(root)
+    if len(files) < crop.batch:
+        raise SanetError("calibration folder {} has {} image(s), fewer than one batch of {}: point --calib at "
+                         "Cityscapes leftImg8bit/train or a folder of street images".format(root, len(files), crop.batch))
+    if len(files) < 100:
+        warnings.warn("calibrating on only {} distinct images from {}: INT8 scales may not represent your scenes "
+                      "(100+ recommended)".format(len(files), root), stacklevel=2)
+    rng = np.random.default_rng(crop.seed)
+    order = rng.permutation(len(files)) if crop.mode == "random" else np.arange(len(files))
+    sizes, crops = {}, []
+    for index in range(crop.count):
+        name = files[order[index % len(files)]]
+        if name not in sizes:
+            sizes[name] = read_image(os.path.join(root, name)).shape[:2]
+        crops.append([name] + _box(sizes[name], crop, rng, index // len(files)))
+    manifest = {
+        "format": MANIFEST_FORMAT, "resolution": [crop.height, crop.width], "mode": crop.mode, "seed": crop.seed,
+        "count": crop.count, "crops": crops,
+        "files": {name: sha256_file(os.path.join(root, name)) for name in sorted(sizes)},
+    }
+    manifest["sha256"] = manifest_hash(manifest)
+    manifest["root"] = os.path.abspath(root)
+    return manifest
+
+
+def manifest_hash(manifest):
+    """Hash of what determines the calibration (boxes and file contents), not of where the files live."""
+    keys = ("format", "resolution", "mode", "seed", "count", "crops", "files")
+    canonical = json.dumps({k: manifest[k] for k in keys}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def write_manifest(path, manifest):
+    write_json_atomic(path, manifest)
+
+
+def read_manifest(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+        valid = manifest.get("format") == MANIFEST_FORMAT and manifest_hash(manifest) == manifest["sha256"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SanetError("calibration manifest {} is unreadable ({}): delete it to re-plan the crops".format(path, exc)) from exc
+    if not valid:
+        raise SanetError("calibration manifest {} is corrupt (hash mismatch): delete it to re-plan the crops".format(path))
+    return manifest
+
+
+def load_crop(root, entry, height, width):
+    """One manifest entry ``[file, x, y, w, h]`` -> uint8 RGB (height, width, 3)."""
+    cv2 = import_cv2()
+    name, x, y, w, h = entry
+    image = read_image(os.path.join(root, name))[y:y + h, x:x + w]
+    if image.shape[:2] != (h, w):
+        raise SanetError("calibration image {} changed since the manifest was written: delete the manifest".format(name))
+    if (h, w) != (height, width):
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return image
+
+
+def iter_batches(manifest, batch, root=None):
+    """Yield uint8 RGB batches (batch, H, W, 3) of the manifest's crops; a short last batch is dropped."""
+    root = root or manifest["root"]
+    height, width = manifest["resolution"]
+    crops = manifest["crops"]
+    for start in range(0, len(crops) - batch + 1, batch):
+        yield np.stack([load_crop(root, entry, height, width) for entry in crops[start:start + batch]])
+
+
+class CalibrationCache:
+    """A calibration cache file plus a key file; the cache is used only while the key still matches.
+
+    The key names everything the cached scales depend on (manifest hash, model hash, method), so new
+    crops or a re-exported model rebuild the cache instead of silently reusing stale scales.
+    """
+
+    def __init__(self, path, key: dict):
+        self.path = os.fspath(path)
+        self.key_path = self.path + ".key.json"
+        self.key = dict(key)
+
+    def valid(self):
+        if not (os.path.isfile(self.path) and os.path.isfile(self.key_path)):
+            return False
+        try:
+            with open(self.key_path, encoding="utf-8") as handle:
+                stored = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise SanetError("calibration cache key {} is corrupt ({}): delete it to recalibrate".format(self.key_path, exc)) from exc
+        return stored == self.key
+
+    def read(self):
+        """Cached bytes when valid, else None (stale files are removed so they cannot be picked up)."""
+        if self.valid():
+            with open(self.path, "rb") as handle:
+                return handle.read()
+        self.discard()
+        return None
+
+    def write(self, data: bytes):
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+        write_json_atomic(self.key_path, self.key)
+
+    def discard(self):
+        for path in (self.path, self.key_path):
+            if os.path.exists(path):
+                os.remove(path)
+
+
+@dataclass
+class QuantizeConfig:
+    method: str = "minmax"  # minmax: same agreement as entropy on SANet here, ~100x faster to calibrate
+    activations: str = "int8"  # int8: symmetric, what TensorRT needs; uint8: the ONNX Runtime x86 fast path
+    per_channel: bool = True
+    keep: Tuple[str, ...] = ()  # layer groups (module paths, e.g. conv_out32, sff1) kept in float
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise SanetError("unknown calibration method {!r}: use {}".format(self.method, ", ".join(METHODS)))
+        if self.activations not in ACTIVATION_TYPES:
+            raise SanetError("unknown activation type {!r}: use int8 or uint8".format(self.activations))
+
+
+def group_nodes(onnx_path, group):
+    """ONNX node names that belong to a layer group (the classic exporter names nodes by module path)."""
+    from .export import read_nodes
+
+    prefix = "/model/{}/".format(group.replace(".", "/"))
+    return [name for name in read_nodes(onnx_path) if name.startswith(prefix)]
+
+
+class _Reader:
+    """ONNX Runtime CalibrationDataReader protocol over the manifest's crops, in the model's input layout."""
+
+    def __init__(self, manifest, prepare, batch):
+        self.manifest, self.prepare, self.batch = manifest, prepare, batch
+        self.rewind()
+
+    def get_next(self):
+        images = next(self.batches, None)
+        return None if images is None else {self.input_name: self.prepare(images)}
+
+    def rewind(self):
+        from .export import INPUT_NAME
+
+        self.input_name = INPUT_NAME
+        self.batches = iter_batches(self.manifest, self.batch)
+
+
+def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_dir=None):
+    """Write a Q/DQ INT8 ONNX of ``onnx_path`` calibrated on the manifest's crops; returns ``out_path``.
+
+    Activation ranges are cached (keyed by model, crops and method) in ``cache_dir`` where this
+    onnxruntime supports ``calibration_cache_path``, so re-quantizing with other layers kept in float
+    does not recalibrate.
+    """
+    from .export import read_metadata
+    from .runners import OrtRunner
+
+    require("onnxruntime", "pip install 'sanet[onnx]'")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    meta = read_metadata(onnx_path)
+    resolution = meta.get("sanet.resolution")
+    if resolution != "{}x{}".format(*manifest["resolution"]):
+        raise SanetError("calibration crops are {}x{} but {} is {}: plan crops at the model's resolution".format(
+            manifest["resolution"][0], manifest["resolution"][1], onnx_path, resolution))
+    if meta.get("sanet.precision", "fp32") != "fp32":
+        raise SanetError("{} is already quantized: quantize the FP32 export".format(onnx_path))
+    unknown = [g for g in config.keep if not group_nodes(onnx_path, g)]
+    if unknown:
+        raise SanetError("no layers named {} in {}: groups are {}".format(unknown[0], onnx_path, ", ".join(FALLBACK_ORDER)))
+    with OrtRunner(onnx_path) as runner:
+        reader = _Reader(manifest, runner.prepare, runner.info.batch or 1)
+    kwargs = {}
+    if cache_dir and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        key = {"manifest": manifest["sha256"], "onnx": sha256_file(onnx_path), "method": config.method,
+               "activations": config.activations}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        cache = CalibrationCache(os.path.join(cache_dir, "ort-ranges-{}.json".format(digest)), key)
+        if cache.read() is not None:
+            _check_json(cache.path)
+        kwargs["calibration_cache_path"] = cache.path
+    excluded = [name for group in config.keep for name in group_nodes(onnx_path, group)]
+    symmetric = config.activations == "int8"
+    with atomic_path(out_path) as tmp, _quiet():
+        quantize_static(
+            onnx_path, tmp, reader, quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[config.method]),
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True}, **kwargs)
+        _stamp(tmp, meta, manifest, config)
+    if "calibration_cache_path" in kwargs and os.path.isfile(kwargs["calibration_cache_path"]):
+        write_json_atomic(cache.key_path, cache.key)
+    return out_path
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the quantizer's generic advice (logged at WARNING on the root logger) and deprecation noise."""
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+_ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
+def _check_json(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            json.load(handle)
+    except ValueError as exc:
+        raise SanetError("calibration cache {} is corrupt ({}): delete it to recalibrate".format(path, exc)) from exc
+
+
+def _stamp(path, meta, manifest, config):
+    """Carry the export's metadata over and say how the file was quantized."""
+    onnx = require("onnx", "pip install 'sanet[onnx]'")
+    proto = onnx.load(path)
+    meta = dict(meta, **{
+        "sanet.precision": "int8", "sanet.quantization": "qdq", "sanet.int8_activations": config.activations,
+        "sanet.calibration_method": config.method, "sanet.calibration_sha256": manifest["sha256"],
+        "sanet.float_groups": ",".join(config.keep),
+    })
+    del proto.metadata_props[:]
+    for key, value in sorted(meta.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, path)
+
+
+def quantize_with_fallback(onnx_path, out_path, manifest, config: QuantizeConfig, reference, dataset,
+                           budget=None, cache_dir=None, limit=None, report=print):
+    """Quantize, check parity against ``reference`` (PyTorch FP32); while over budget, keep the next group of
+    FALLBACK_ORDER in float and try again. Returns (ParityResult, groups moved to float)."""
+    from .parity import BUDGETS, compare
+    from .runners import OrtRunner
+
+    budget = budget or BUDGETS["int8"]
+    keep, moved = list(config.keep), []
+    while True:
+        attempt = QuantizeConfig(config.method, config.activations, config.per_channel, tuple(keep))
+        quantize_qdq(onnx_path, out_path, manifest, attempt, cache_dir)
+        with OrtRunner(out_path) as candidate:
+            result = compare(reference, candidate, dataset, limit=limit, budget=budget, progress=False)
+        report("int8 with float groups [{}]: pixel agreement {:.3%}, delta mIoU {} -> {}".format(
+            ", ".join(keep) or "none", result.pixel_agreement,
+            "-" if result.delta_miou is None else "{:+.2f} pt".format(100 * result.delta_miou),
+            "PASS" if result.passed else "FAIL"))
+        if result.passed:
+            return result, moved
+        remaining = [g for g in FALLBACK_ORDER if g not in keep and group_nodes(onnx_path, g)]
+        if not remaining:
+            os.remove(out_path)
+            raise SanetError("INT8 parity budget not met even with every layer group in float ({}): "
+                             "check the calibration crops or use FP16".format("; ".join(result.failures)))
+        keep.append(remaining[0])
+        moved.append(remaining[0])

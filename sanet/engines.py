@@ -1,0 +1,502 @@
+"""TensorRT engines: build (FP32/FP16/INT8, DLA), provenance sidecars, and the TensorRT runner.
+
+One code path for TensorRT 8.5 (Jetson AGX Xavier, JetPack 5), 10 and 11: ``build_serialized_network``,
+memory-pool limits, named tensors and ``execute_async_v3``; version gates only where the API differs.
+Engines are plain plan files (``trtexec --loadEngine`` reads them). Each has a JSON sidecar recording what
+it was built from and for; loading refuses an engine whose sidecar does not match the running system.
+Sidecar, naming and system checks are plain Python so the CPU tests exercise them.
+"""
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Tuple
+
+import numpy as np
+
+from . import __version__
+from .errors import SanetError, require
+from .fileio import atomic_path, sha256_file, write_json_atomic
+from .runners import Runner, RunnerInfo
+
+SIDECAR_FORMAT = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+INT8_ROUTES = ("auto", "classic", "qdq")
+TENSORRT_HINT = ("install TensorRT's Python package (JetPack ships it; on x86 use an NVIDIA TensorRT container) "
+                 "and run on an NVIDIA GPU")
+# What must be identical between the build machine and the runtime for a plan file to be valid.
+MUST_MATCH = ("tensorrt", "compute_capability", "machine", "l4t")
+
+
+@dataclass
+class EngineConfig:
+    precision: str = "fp16"
+    workspace_mib: int = 2048
+    timing_cache: Optional[str] = None  # file reused (and extended) across builds
+    optimization_level: Optional[int] = None  # builder optimisation level 0-5 (TensorRT >= 8.6)
+    dla_core: Optional[int] = None  # Xavier: 0 or 1; layers DLA cannot run fall back to the GPU
+    int8_route: str = "auto"  # auto: classic calibrator below TensorRT 10, Q/DQ ONNX from 10 on
+    calibration_method: str = "entropy"  # classic route: entropy or minmax
+    keep: Tuple[str, ...] = ()  # classic INT8: layer groups pinned to FP16
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise SanetError("unknown precision {!r}: use {}".format(self.precision, ", ".join(PRECISIONS)))
+        if self.int8_route not in INT8_ROUTES:
+            raise SanetError("unknown INT8 route {!r}: use {}".format(self.int8_route, ", ".join(INT8_ROUTES)))
+        if self.calibration_method not in ("entropy", "minmax"):
+            raise SanetError("TensorRT calibrators are entropy or minmax, not {!r}".format(self.calibration_method))
+        if self.dla_core is not None and self.precision == "fp32":
+            raise SanetError("DLA runs FP16 or INT8 only: add --fp16 or --int8 to use --dla-core")
+
+
+def engine_path(onnx_path, precision, dla_core=None):
+    """exports/sanet_1024x2048_b1.onnx -> exports/sanet_1024x2048_b1_fp16[_dla0].plan"""
+    stem = os.path.splitext(os.fspath(onnx_path))[0]
+    if stem.endswith("_int8_qdq"):  # the quantized twin of an export names its engine like the export
+        stem = stem[:-len("_int8_qdq")]
+    return "{}_{}{}.plan".format(stem, precision, "" if dla_core is None else "_dla{}".format(dla_core))
+
+
+def sidecar_path(engine):
+    return os.fspath(engine) + ".json"
+
+
+def import_tensorrt():
+    return require("tensorrt", TENSORRT_HINT)
+
+
+def tensorrt_major(version):
+    return int(str(version).split(".")[0])
+
+
+def parse_l4t_release(text):
+    """'# R35 (release), REVISION: 4.1, GCID: ...' (/etc/nv_tegra_release) -> 'R35.4.1'; None if unparseable."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    parts = [p.strip() for p in first.lstrip("#").split(",")]
+    if not parts or not parts[0].startswith("R") or len(parts) < 2 or not parts[1].startswith("REVISION:"):
+        return None
+    return "{}.{}".format(parts[0].split()[0], parts[1].split(":", 1)[1].strip())
+
+
+def l4t_release(path="/etc/nv_tegra_release"):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return parse_l4t_release(handle.read())
+    except OSError:
+        return None
+
+
+def system_facts(trt=None):
+    """What a plan file is tied to on this machine: TensorRT version, GPU, CPU architecture, L4T release."""
+    trt = trt or import_tensorrt()
+    gpu, capability = _gpu()
+    return {"tensorrt": trt.__version__, "gpu": gpu, "compute_capability": capability,
+            "machine": platform.machine(), "l4t": l4t_release()}
+
+
+def _gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability(0)
+        return torch.cuda.get_device_name(0), "{}.{}".format(major, minor)
+    cuda = require("pycuda.driver", "TensorRT needs a CUDA GPU: install a CUDA build of torch or pycuda")
+    cuda.init()
+    device = cuda.Device(0)
+    return device.name(), "{}.{}".format(*device.compute_capability())
+
+
+def sidecar_mismatches(sidecar, system):
+    """Human-readable differences that make the engine unusable here (empty when it matches)."""
+    built = sidecar.get("system", {})
+    return ["{} {} (built) vs {} (here)".format(key, built.get(key), system.get(key))
+            for key in MUST_MATCH if built.get(key) != system.get(key)]
+
+
+def read_sidecar(engine):
+    """The sidecar of ``engine`` after checking that both exist and belong together."""
+    engine, path = os.fspath(engine), sidecar_path(engine)
+    if not os.path.isfile(engine):
+        raise SanetError("engine not found: {} (build it with sanet-export CHECKPOINT --fp16 or --int8)".format(engine))
+    if not os.path.isfile(path):
+        raise SanetError("{} has no provenance sidecar {}: rebuild it with sanet-export".format(engine, path))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            sidecar = json.load(handle)
+        complete = sidecar["format"] == SIDECAR_FORMAT and all(k in sidecar for k in ("system", "engine_sha256", "model"))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SanetError("engine sidecar {} is corrupt ({}): rebuild the engine with sanet-export".format(path, exc)) from exc
+    if not complete:
+        raise SanetError("engine sidecar {} is incomplete or from another release: rebuild the engine".format(path))
+    if sha256_file(engine) != sidecar["engine_sha256"]:
+        raise SanetError("{} does not match its sidecar (replaced or truncated): rebuild the engine".format(engine))
+    return sidecar
+
+
+def check_engine(engine, system):
+    """Read and verify the sidecar against ``system`` (see system_facts); refuse a stale engine."""
+    sidecar = read_sidecar(engine)
+    problems = sidecar_mismatches(sidecar, system)
+    if problems:
+        raise SanetError("{} was built elsewhere ({}): engines are tied to TensorRT version, GPU and platform; "
+                         "rebuild it on this machine with sanet-export".format(engine, "; ".join(problems)))
+    return sidecar
+
+
+def make_sidecar(engine, onnx_path, meta, system, config: EngineConfig, manifest_sha256, seconds, layers=None):
+    height, width = (int(v) for v in meta["sanet.resolution"].split("x"))
+    batch = int(meta.get("sanet.batch", "1"))
+    layout = meta.get("sanet.input_layout", "float-nchw")
+    shape = [batch, height, width, 3] if layout == "uint8-nhwc" else [batch, 3, height, width]
+    return {
+        "format": SIDECAR_FORMAT, "engine_sha256": sha256_file(engine), "system": system,
+        "precision": config.precision, "dla_core": config.dla_core,
+        "input": {"name": "images", "shape": shape, "layout": layout},
+        "onnx": os.path.basename(onnx_path), "onnx_sha256": sha256_file(onnx_path),
+        "calibration_sha256": manifest_sha256, "build": asdict(config), "build_seconds": round(seconds, 1),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sanet_version": __version__,
+        "model": meta, "layers": layers or {},
+    }
+
+
+def int8_route(config: EngineConfig, trt_version, onnx_meta):
+    """Which INT8 route this build takes: 'qdq' for a quantized ONNX or TensorRT >= 10, else 'classic'."""
+    if onnx_meta.get("sanet.quantization") == "qdq":
+        return "qdq"
+    if config.int8_route != "auto":
+        route = config.int8_route
+    else:
+        route = "qdq" if tensorrt_major(trt_version) >= 10 else "classic"
+    if route == "classic" and tensorrt_major(trt_version) >= 11:
+        raise SanetError("TensorRT {} has no implicit INT8 calibration: use --int8-route qdq".format(trt_version))
+    return route
+
+
+def check_platform(precision, fast_fp16, fast_int8, dla_cores, dla_core, quantized):
+    """Refuse precisions or DLA settings this GPU lacks, before a long build fails obscurely."""
+    if precision == "fp16" and fast_fp16 is False:
+        raise SanetError("this GPU has no fast FP16: build --precision fp32")
+    if precision == "int8" and fast_int8 is False:
+        raise SanetError("this GPU has no fast INT8 (needs compute capability 6.1+): use --fp16")
+    if dla_core is not None:
+        if dla_cores == 0:
+            raise SanetError("--dla-core {}: this device has no DLA (Jetson AGX Xavier/Orin have 2)".format(dla_core))
+        if dla_core >= dla_cores:
+            raise SanetError("--dla-core {}: this device has DLA cores 0..{}".format(dla_core, dla_cores - 1))
+        if quantized:
+            raise SanetError("DLA on TensorRT 8.5 cannot run explicit Q/DQ networks: use --int8-route classic")
+
+
+def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, report=print):
+    """Build ``out_path`` (plan + sidecar) from an exported ONNX; returns the sidecar dict.
+
+    ``manifest`` (calibration crops) is needed for classic INT8 calibration. For the Q/DQ route pass
+    the quantized ONNX written by ``calibration.quantize_qdq``.
+    """
+    from .calibration import CalibrationCache
+    from .export import INPUT_NAME, read_metadata
+
+    trt = import_tensorrt()
+    meta = read_metadata(onnx_path)
+    if "sanet.classes" not in meta:
+        raise SanetError("{} has no sanet metadata: export it with sanet-export".format(onnx_path))
+    major = tensorrt_major(trt.__version__)
+    quantized = meta.get("sanet.quantization") == "qdq"
+    if config.precision == "int8" and not quantized and int8_route(config, trt.__version__, meta) == "qdq":
+        raise SanetError("TensorRT {} builds INT8 from a Q/DQ ONNX: run sanet-export with --qdq (done for you by "
+                         "--int8) and build from the *_int8_qdq.onnx".format(trt.__version__))
+    if config.precision == "fp16" and major >= 11:
+        raise SanetError("TensorRT 11 is strongly typed: FP16 needs an FP16 ONNX, which this release does not write; "
+                         "use TensorRT 10 or INT8 via --qdq")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    check_platform(config.precision, getattr(builder, "platform_has_fast_fp16", None),
+                   getattr(builder, "platform_has_fast_int8", None), builder.num_DLA_cores, config.dla_core, quantized)
+    strongly_typed = quantized and major >= 10
+    network = builder.create_network(_network_flags(trt, major, strongly_typed))
+    parser = trt.OnnxParser(network, logger)
+    with open(onnx_path, "rb") as handle:
+        if not parser.parse(handle.read()):
+            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            raise SanetError("TensorRT cannot parse {}: {}".format(onnx_path, errors[0] if errors else "unknown error"))
+    if network.num_inputs != 1 or network.get_input(0).name != INPUT_NAME or network.num_outputs != 1:
+        raise SanetError("{} must have one input '{}' and one output: re-export it with sanet-export".format(onnx_path, INPUT_NAME))
+    build = builder.create_builder_config()
+    build.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, config.workspace_mib << 20)
+    if config.optimization_level is not None:
+        if hasattr(build, "builder_optimization_level"):
+            build.builder_optimization_level = config.optimization_level
+        else:
+            report("note: TensorRT {} has no builder optimisation level; ignored".format(trt.__version__))
+    cache = _attach_timing_cache(build, config.timing_cache)
+    calibrator = None
+    if not strongly_typed and config.precision in ("fp16", "int8"):
+        build.set_flag(trt.BuilderFlag.FP16)  # INT8 layers without an int8 kernel fall back to FP16, not FP32
+    if config.precision == "int8" and not strongly_typed:
+        build.set_flag(trt.BuilderFlag.INT8)
+        if not quantized:
+            if manifest is None:
+                raise SanetError("classic INT8 calibration needs crops: pass --calib DIR")
+            key = {"manifest": manifest["sha256"], "onnx": sha256_file(onnx_path), "method": config.calibration_method,
+                   "tensorrt": trt.__version__}
+            cache_file = CalibrationCache(os.path.splitext(out_path)[0] + ".calib.cache", key)
+            calibrator = make_calibrator(trt, config.calibration_method, manifest, meta, cache_file)
+            build.int8_calibrator = calibrator
+            _pin_groups(trt, network, build, config.keep)
+    layers = _place_on_dla(trt, network, build, config.dla_core, report) if config.dla_core is not None else {}
+    started = time.perf_counter()
+    serialized = builder.build_serialized_network(network, build)
+    if serialized is None:
+        raise SanetError("TensorRT failed to build {} (see its log above); try a larger --workspace".format(out_path))
+    seconds = time.perf_counter() - started
+    with atomic_path(out_path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(bytes(serialized))
+        if cache is not None:
+            _write_bytes(config.timing_cache, bytes(build.get_timing_cache().serialize()))
+        sidecar = make_sidecar(tmp, onnx_path, meta, system_facts(trt), config,
+                               manifest["sha256"] if manifest and not quantized else meta.get("sanet.calibration_sha256"),
+                               seconds, layers)
+    write_json_atomic(sidecar_path(out_path), sidecar)
+    return sidecar
+
+
+def _network_flags(trt, major, strongly_typed):
+    flags = 0
+    explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+    if explicit is not None and major < 10:  # required on 8.5, ignored on 10, gone on 11
+        flags |= 1 << int(explicit)
+    typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strongly_typed and typed is not None:  # 10: opt-in; 11: always on (flag kept, ignored)
+        flags |= 1 << int(typed)
+    return flags
+
+
+def _attach_timing_cache(build, path):
+    if not path:
+        return None
+    data = b""
+    if os.path.isfile(path):
+        with open(path, "rb") as handle:
+            data = handle.read()
+    cache = build.create_timing_cache(data)
+    if cache is None:
+        raise SanetError("timing cache {} is corrupt or from another TensorRT: delete it".format(path))
+    build.set_timing_cache(cache, False)
+    return cache
+
+
+def _write_bytes(path, data):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+
+def _pin_groups(trt, network, build, groups):
+    """Keep the named layer groups (module paths) in FP16 inside an INT8 build."""
+    if not groups:
+        return
+    prefixes = tuple("/model/{}/".format(g.replace(".", "/")) for g in groups)
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        if layer.name.startswith(prefixes):
+            layer.precision = trt.float16
+    build.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+
+
+def _place_on_dla(trt, network, build, core, report):
+    """Default to the DLA core with GPU fallback; print which layers run where."""
+    build.default_device_type = trt.DeviceType.DLA
+    build.DLA_core = core
+    build.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    placement = {"dla": [], "gpu": []}
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        placement["dla" if build.can_run_on_DLA(layer) else "gpu"].append(layer.name)
+    report("DLA core {}: {} layers on DLA, {} fall back to the GPU".format(core, len(placement["dla"]), len(placement["gpu"])))
+    for name in placement["gpu"]:
+        report("  GPU fallback: " + name)
+    return placement
+
+
+def make_calibrator(trt, method, manifest, meta, cache):
+    """A TensorRT entropy/min-max calibrator over the manifest's crops, with a manifest-keyed cache."""
+    from .calibration import iter_batches
+    from .runners import RunnerInfo as Info
+
+    base = trt.IInt8EntropyCalibrator2 if method == "entropy" else trt.IInt8MinMaxCalibrator
+    batch = int(meta.get("sanet.batch", "1"))
+    info = Info("tensorrt", "int8", "calibration", int(meta["sanet.classes"]),
+                layout=meta.get("sanet.input_layout", "float-nchw"),
+                mean=tuple(float(v) for v in meta["sanet.mean"].split(",")),
+                std=tuple(float(v) for v in meta["sanet.std"].split(",")))
+    preparer = Runner()
+    preparer.info = info
+
+    class Calibrator(base):
+        def __init__(self):
+            base.__init__(self)
+            self.batches = iter_batches(manifest, batch)
+            self.memory = device_memory()
+            self.buffer = None
+
+        def get_batch_size(self):
+            return batch
+
+        def get_batch(self, names):
+            images = next(self.batches, None)
+            if images is None:
+                return None
+            array = preparer.prepare(images)
+            if self.buffer is None:
+                self.buffer = self.memory.empty(array.shape, array.dtype)
+            self.memory.upload(self.buffer, array)
+            self.memory.synchronize()
+            return [self.memory.pointer(self.buffer)]
+
+        def read_calibration_cache(self):
+            return cache.read()
+
+        def write_calibration_cache(self, data):
+            cache.write(bytes(data))
+
+    return Calibrator()
+
+
+class _TorchMemory:
+    """Device buffers as torch CUDA tensors on a private stream (nothing beyond torch needed)."""
+
+    def __init__(self):
+        import torch
+
+        self.torch = torch
+        self.stream = torch.cuda.Stream()
+        self.handle = self.stream.cuda_stream
+
+    def empty(self, shape, dtype):
+        dtype = self.torch.from_numpy(np.empty(0, dtype)).dtype
+        return self.torch.empty(tuple(shape), dtype=dtype, device="cuda")
+
+    def pointer(self, buffer):
+        return buffer.data_ptr()
+
+    def upload(self, buffer, array):
+        with self.torch.cuda.stream(self.stream):
+            buffer.copy_(self.torch.from_numpy(np.ascontiguousarray(array)), non_blocking=False)
+
+    def download(self, buffer):
+        with self.torch.cuda.stream(self.stream):
+            host = buffer.cpu()
+        return host.numpy()
+
+    def synchronize(self):
+        self.stream.synchronize()
+
+
+class _PycudaMemory:
+    """Device buffers through pycuda, for machines whose torch has no CUDA."""
+
+    def __init__(self):
+        require("pycuda.autoinit", "install pycuda (or a CUDA build of torch) to run TensorRT engines")
+        self.cuda = require("pycuda.driver", "install pycuda")
+        self.stream = self.cuda.Stream()
+        self.handle = self.stream.handle
+
+    def empty(self, shape, dtype):
+        return self.cuda.mem_alloc(int(np.prod(shape)) * np.dtype(dtype).itemsize), tuple(shape), np.dtype(dtype)
+
+    def pointer(self, buffer):
+        return int(buffer[0])
+
+    def upload(self, buffer, array):
+        self.cuda.memcpy_htod_async(buffer[0], np.ascontiguousarray(array), self.stream)
+
+    def download(self, buffer):
+        host = np.empty(buffer[1], buffer[2])
+        self.cuda.memcpy_dtoh_async(host, buffer[0], self.stream)
+        self.stream.synchronize()
+        return host
+
+    def synchronize(self):
+        self.stream.synchronize()
+
+
+def device_memory():
+    import torch
+
+    return _TorchMemory() if torch.cuda.is_available() else _PycudaMemory()
+
+
+class TrtRunner(Runner):
+    """A TensorRT plan file behind the runner contract; refuses engines built for another system."""
+
+    def __init__(self, engine, cuda_graph=False):
+        trt = import_tensorrt()
+        sidecar = check_engine(engine, system_facts(trt))
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        with open(engine, "rb") as handle:
+            self.engine = self.runtime.deserialize_cuda_engine(handle.read())
+        if self.engine is None:
+            raise SanetError("TensorRT cannot deserialize {}: rebuild it with sanet-export".format(engine))
+        self.context = self.engine.create_execution_context()
+        self.memory = device_memory()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if n not in inputs]
+        if inputs != ["images"] or len(outputs) != 1:
+            raise SanetError("{} has inputs {} and outputs {}: expected one 'images' input and one output".format(
+                engine, inputs, outputs))
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        self.buffers = {}
+        for name in names:
+            shape = tuple(self.engine.get_tensor_shape(name))
+            self.buffers[name] = self.memory.empty(shape, trt.nptype(self.engine.get_tensor_dtype(name)))
+            self.context.set_tensor_address(name, self.memory.pointer(self.buffers[name]))
+        self.input_shape = tuple(self.engine.get_tensor_shape(self.input_name))
+        self.input_dtype = trt.nptype(self.engine.get_tensor_dtype(self.input_name))
+        meta = sidecar["model"]
+        layout = meta.get("sanet.input_layout", "float-nchw")
+        size = self.input_shape[1:3] if layout == "uint8-nhwc" else self.input_shape[2:4]
+        self.info = RunnerInfo(
+            "tensorrt", sidecar["precision"], "cuda" if sidecar["dla_core"] is None else "dla{}".format(sidecar["dla_core"]),
+            int(meta["sanet.classes"]), input_size=tuple(size), batch=self.input_shape[0], layout=layout,
+            output=meta.get("sanet.output", "logits"), mean=tuple(float(v) for v in meta["sanet.mean"].split(",")),
+            std=tuple(float(v) for v in meta["sanet.std"].split(",")),
+            extra={"path": os.fspath(engine), "gpu": sidecar["system"]["gpu"], "tensorrt": sidecar["system"]["tensorrt"]})
+        self.graph = self._capture() if cuda_graph else None
+
+    def _capture(self):
+        """Record one execution in a CUDA graph; replays skip per-launch CPU overhead (torch buffers only)."""
+        if not isinstance(self.memory, _TorchMemory):
+            raise SanetError("CUDA graphs for TensorRT need a CUDA build of torch")
+        torch = self.memory.torch
+        self._execute()  # TensorRT allocates lazily on the first run; that must not be captured
+        self.memory.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self.memory.stream):
+            self._execute()
+        return graph
+
+    def _execute(self):
+        if not self.context.execute_async_v3(self.memory.handle):
+            raise SanetError("TensorRT execution failed for {}".format(self.info.extra["path"]))
+
+    def synchronize(self):
+        self.memory.synchronize()
+
+    def infer(self, inputs):
+        inputs = np.asarray(inputs)
+        if inputs.shape != self.input_shape or inputs.dtype != self.input_dtype:
+            raise SanetError("{} expects {} {}, got {} {}".format(
+                self.info.extra["path"], np.dtype(self.input_dtype).name, self.input_shape, inputs.dtype, inputs.shape))
+        self.memory.upload(self.buffers[self.input_name], inputs)
+        if self.graph is not None:
+            with self.memory.torch.cuda.stream(self.memory.stream):
+                self.graph.replay()
+        else:
+            self._execute()
+        return self.memory.download(self.buffers[self.output_name])

@@ -1,0 +1,193 @@
+"""INT8 calibration: crops and manifests, caches, the Q/DQ route on ONNX Runtime CPU, the auto-fallback loop."""
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+from sanet.calibration import (
+    FALLBACK_ORDER,
+    CalibrationCache,
+    CropConfig,
+    QuantizeConfig,
+    iter_batches,
+    load_crop,
+    plan_crops,
+    quantize_qdq,
+    quantize_with_fallback,
+    read_manifest,
+    write_manifest,
+)
+from sanet.data import open_dataset, write_png
+from sanet.errors import SanetError
+from sanet.export import read_metadata
+from sanet.parity import BUDGETS, Budget, compare
+from sanet.runners import OrtRunner, TorchRunner
+
+pytestmark = pytest.mark.filterwarnings("ignore:calibrating on only")
+
+
+def test_crops_are_deterministic_in_bounds_and_at_engine_size(synth_small):
+    random = plan_crops(str(synth_small), CropConfig(64, 96, count=30, seed=3))
+    assert random["sha256"] == plan_crops(str(synth_small), CropConfig(64, 96, count=30, seed=3))["sha256"]
+    assert random["sha256"] != plan_crops(str(synth_small), CropConfig(64, 96, count=30, seed=4))["sha256"]
+    grid = plan_crops(str(synth_small), CropConfig(64, 96, count=30, mode="grid"))
+    assert {name for name, *_ in grid["crops"]} == set(grid["files"])  # 30 crops cycle over the 24 train files
+    assert all(name.startswith(os.path.join("leftImg8bit", "train")) for name in grid["files"])
+    for manifest in (random, grid):
+        for name, x, y, w, h in manifest["crops"]:
+            assert (w, h) == (96, 64) and 0 <= x <= 256 - w and 0 <= y <= 128 - h
+    first_pass, second_pass = grid["crops"][0], grid["crops"][24]
+    assert first_pass[0] == second_pass[0] and first_pass[1:3] != second_pass[1:3]  # next grid position
+    batches = list(iter_batches(grid, batch=4))
+    assert len(batches) == 7 and batches[0].shape == (4, 64, 96, 3) and batches[0].dtype == np.uint8
+
+
+def test_small_images_are_scaled_up_to_the_engine_size(synth_small):
+    manifest = plan_crops(str(synth_small), CropConfig(256, 384, count=3))
+    for entry in manifest["crops"]:
+        assert entry[3:] == [192, 128]  # (w, h): the 384:256 aspect, scaled to fit the 256x128 image
+        assert load_crop(manifest["root"], entry, 256, 384).shape == (256, 384, 3)
+
+
+def test_real_cityscapes_crops_come_from_leftimg8bit_train(real_data):
+    manifest = plan_crops(str(real_data / "cityscapes"), CropConfig(512, 1024, count=6, mode="grid"))
+    assert sorted(manifest["files"]) == sorted(
+        os.path.join("leftImg8bit", "train", "stuttgart", n) for n in
+        ("stuttgart_000021_000019_leftImg8bit.png", "stuttgart_000072_000019_leftImg8bit.png"))
+    assert {tuple(c[1:3]) for c in manifest["crops"]} == {(0, 0), (512, 0), (1024, 0)}
+
+
+def test_manifest_round_trip_and_tampering(synth_small, tmp_path):
+    manifest = plan_crops(str(synth_small), CropConfig(64, 96, count=5))
+    path = tmp_path / "calib.json"
+    write_manifest(path, manifest)
+    assert read_manifest(path) == manifest
+    manifest["crops"][0][1] += 1
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(SanetError, match="hash mismatch"):
+        read_manifest(path)
+    path.write_text("{not json")
+    with pytest.raises(SanetError, match="unreadable"):
+        read_manifest(path)
+
+
+def test_too_few_images_refused_and_few_images_warned(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SanetError, match="fewer than one batch"):
+        plan_crops(str(empty), CropConfig(32, 32, count=4))
+    with pytest.raises(SanetError, match="calibration folder not found"):
+        plan_crops(str(tmp_path / "missing"), CropConfig(32, 32))
+    write_png(str(empty / "a.png"), np.zeros((40, 40, 3), np.uint8))
+    with pytest.raises(SanetError, match="fewer than one batch"):
+        plan_crops(str(empty), CropConfig(32, 32, count=4, batch=2))
+    with pytest.warns(UserWarning, match="only 1 distinct images"):
+        plan_crops(str(empty), CropConfig(32, 32, count=4))
+    with pytest.raises(SanetError, match="at least one batch"):
+        CropConfig(32, 32, count=1, batch=2)
+
+
+def test_calibration_cache_is_reused_only_while_its_key_matches(tmp_path):
+    key = {"manifest": "abc", "onnx": "123", "method": "entropy"}
+    cache = CalibrationCache(tmp_path / "x.cache", key)
+    assert cache.read() is None
+    cache.write(b"scales")
+    assert CalibrationCache(tmp_path / "x.cache", key).read() == b"scales"
+    stale = CalibrationCache(tmp_path / "x.cache", dict(key, manifest="other crops"))
+    assert stale.read() is None and not os.path.exists(tmp_path / "x.cache")  # stale file removed
+    cache.write(b"scales")
+    (tmp_path / "x.cache.key.json").write_text("{broken")
+    with pytest.raises(SanetError, match="corrupt"):
+        cache.read()
+
+
+@pytest.fixture(scope="module")
+def synth_manifest(synth_small):
+    return plan_crops(str(synth_small), CropConfig(128, 256, count=24))
+
+
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_qdq_int8_holds_the_int8_budget_on_synthetic_val(exported, synth_small, synth_manifest, tmp_path, activations):
+    model, paths = exported
+    out = tmp_path / "int8.onnx"
+    quantize_qdq(paths[(128, 256)], out, synth_manifest, QuantizeConfig(activations=activations), cache_dir=tmp_path)
+    meta = read_metadata(out)
+    assert meta["sanet.precision"] == "int8" and meta["sanet.calibration_sha256"] == synth_manifest["sha256"]
+    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    val = open_dataset(str(synth_small), "cityscapes", "val")
+    with OrtRunner(out) as candidate:
+        assert candidate.info.precision == "int8"
+        result = compare(TorchRunner(model), candidate, val, progress=False)
+    assert result.budget == BUDGETS["int8"]
+    assert result.passed, result.failures
+    assert abs(result.delta_miou) <= 0.01 and result.pixel_agreement < 1.0  # really quantized, still within 1 pt
+
+
+def test_qdq_calibrated_on_real_cityscapes_crops(exported, synth_small, real_data, tmp_path):
+    model, paths = exported
+    manifest = plan_crops(str(real_data / "cityscapes"), CropConfig(128, 256, count=16))
+    out = tmp_path / "int8_real.onnx"
+    quantize_qdq(paths[(128, 256)], out, manifest, QuantizeConfig())
+    with OrtRunner(out) as candidate:
+        result = compare(TorchRunner(model), candidate, open_dataset(str(synth_small), "cityscapes", "val"), progress=False)
+    assert result.passed, result.failures
+
+
+def test_ort_range_cache_reused_until_the_crops_change(exported, synth_small, synth_manifest, tmp_path):
+    _, paths = exported
+    source = paths[(128, 256)]
+    quantize_qdq(source, tmp_path / "a.onnx", synth_manifest, QuantizeConfig(), cache_dir=tmp_path / "cache")
+    caches = sorted(p for p in os.listdir(tmp_path / "cache") if p.endswith(".json") and not p.endswith(".key.json"))
+    assert len(caches) == 1
+    stamp = os.stat(tmp_path / "cache" / caches[0]).st_mtime_ns
+    quantize_qdq(source, tmp_path / "b.onnx", synth_manifest, QuantizeConfig(), cache_dir=tmp_path / "cache")
+    assert os.stat(tmp_path / "cache" / caches[0]).st_mtime_ns == stamp  # reused, not recalibrated
+    other = plan_crops(str(synth_small), CropConfig(128, 256, count=8, seed=9))
+    quantize_qdq(source, tmp_path / "c.onnx", other, QuantizeConfig(), cache_dir=tmp_path / "cache")
+    assert len([p for p in os.listdir(tmp_path / "cache") if p.endswith(".key.json")]) == 2
+
+
+def test_bad_quantization_requests(exported, synth_small, synth_manifest, tmp_path):
+    _, paths = exported
+    with pytest.raises(SanetError, match="no layers named"):
+        quantize_qdq(paths[(128, 256)], tmp_path / "x.onnx", synth_manifest, QuantizeConfig(keep=("decoder",)))
+    with pytest.raises(SanetError, match="plan crops at the model's resolution"):
+        quantize_qdq(paths[(96, 192)], tmp_path / "x.onnx", synth_manifest, QuantizeConfig())
+    with pytest.raises(SanetError, match="unknown calibration method"):
+        QuantizeConfig(method="kl")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def float_convs(path):
+    """Names of Conv nodes whose weight is a plain float initializer (not dequantized int8)."""
+    graph = onnx.load(str(path)).graph
+    initializers = {init.name for init in graph.initializer}
+    return {node.name for node in graph.node if node.op_type == "Conv" and node.input[1] in initializers}
+
+
+def test_auto_fallback_moves_groups_in_order_until_parity_holds(exported, synth_small, synth_manifest, tmp_path):
+    model, paths = exported
+    val = open_dataset(str(synth_small), "cityscapes", "val")
+    plain = tmp_path / "plain.onnx"
+    quantize_qdq(paths[(128, 256)], plain, synth_manifest, QuantizeConfig(), cache_dir=tmp_path)
+    with OrtRunner(plain) as candidate:
+        baseline = compare(TorchRunner(model), candidate, val, progress=False).pixel_agreement
+    # A budget the plain INT8 model misses, so the loop has to move layers back to float.
+    budget = Budget(min_pixel_agreement=baseline + (1.0 - baseline) / 2)
+    messages = []
+    out = tmp_path / "auto.onnx"
+    result, moved = quantize_with_fallback(paths[(128, 256)], out, synth_manifest, QuantizeConfig(), TorchRunner(model),
+                                           val, budget=budget, cache_dir=tmp_path, report=messages.append)
+    assert result.passed and result.pixel_agreement >= budget.min_pixel_agreement
+    assert moved and moved == list(FALLBACK_ORDER[:len(moved)])
+    assert len(messages) == len(moved) + 1 and "FAIL" in messages[0] and "PASS" in messages[-1]
+    assert read_metadata(out)["sanet.float_groups"] == ",".join(moved)
+    kept = float_convs(out)
+    for group in moved:
+        prefix = "/model/{}/".format(group.replace(".", "/"))
+        assert any(name.startswith(prefix) for name in kept), group
+    if "resnet.layer1" not in moved:
+        assert not any(name.startswith("/model/resnet/layer1/") for name in kept)  # the rest stays INT8
