@@ -156,7 +156,8 @@ def make_sidecar(engine, onnx_path, meta, system, config: EngineConfig, manifest
         "precision": config.precision, "dla_core": config.dla_core,
         "input": {"name": "images", "shape": shape, "layout": layout},
         "onnx": os.path.basename(onnx_path), "onnx_sha256": sha256_file(onnx_path),
-        "calibration_sha256": manifest_sha256, "build": asdict(config), "build_seconds": round(seconds, 1),
+        "calibration_sha256": manifest_sha256, "build": dict(asdict(config), keep=list(config.keep)),
+        "build_seconds": round(seconds, 1),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sanet_version": __version__,
         "model": meta, "layers": layers or {},
     }

@@ -36,7 +36,7 @@ def test_crops_are_deterministic_in_bounds_and_at_engine_size(synth_small):
     assert {name for name, *_ in grid["crops"]} == set(grid["files"])  # 30 crops cycle over the 24 train files
     assert all(name.startswith(os.path.join("leftImg8bit", "train")) for name in grid["files"])
     for manifest in (random, grid):
-        for name, x, y, w, h in manifest["crops"]:
+        for _, x, y, w, h in manifest["crops"]:
             assert (w, h) == (96, 64) and 0 <= x <= 256 - w and 0 <= y <= 128 - h
     first_pass, second_pass = grid["crops"][0], grid["crops"][24]
     assert first_pass[0] == second_pass[0] and first_pass[1:3] != second_pass[1:3]  # next grid position
