@@ -193,7 +193,7 @@ class CalibrationCache:
 
 @dataclass
 class QuantizeConfig:
-    method: str = "minmax"  # minmax: same agreement as entropy on SANet here, ~100x faster to calibrate
+    method: str = "minmax"  # matched entropy's agreement on SANet in our trial, and calibrates far faster
     activations: str = "int8"  # int8: symmetric, what TensorRT needs; uint8: the ONNX Runtime x86 fast path
     per_channel: bool = True
     keep: Tuple[str, ...] = ()  # layer groups (module paths, e.g. conv_out32, sff1) kept in float

@@ -221,6 +221,9 @@ def export_main(argv):
     engine.add_argument("--timing-cache", help="timing cache file reused across builds (default OUT/timing.cache)")
     engine.add_argument("--opt-level", type=int, help="builder optimisation level 0-5 (TensorRT >= 8.6)")
     engine.add_argument("--dla-core", type=int, help="run on this DLA core with GPU fallback (Jetson)")
+    engine.add_argument("--triton", metavar="REPO", help="also write a Triton model repository (ONNX with dynamic "
+                        "batching, plus any engines built)")
+    engine.add_argument("--triton-max-batch", type=int, default=8, help="Triton max_batch_size for the ONNX model (default 8)")
     int8 = parser.add_argument_group("INT8 calibration")
     int8.add_argument("--qdq", action="store_true", help="write a Q/DQ INT8 ONNX (runs on ONNX Runtime CPU; TensorRT 10/11 build it)")
     int8.add_argument("--qdq-activations", choices=["int8", "uint8"], default="int8",
@@ -268,16 +271,49 @@ def export_main(argv):
         if args.qdq or (args.int8 and tensorrt is not None and _int8_route(args, tensorrt, path) == "qdq"):
             qdq_path, check = _export_qdq(args, model, path, manifest)
             rows.append([qdq_path, "{:.1f}".format(os.path.getsize(qdq_path) / 2**20), "int8 q/dq onnx", check])
+        if args.triton:
+            rows.append(_triton_onnx(args, model, config, source))
         if tensorrt is not None:
             for precision in precisions:
                 plan = _build(args, precision, qdq_path if precision == "int8" and qdq_path else path, manifest)
                 rows.append([plan, "{:.1f}".format(os.path.getsize(plan) / 2**20), "{} engine".format(precision), "sidecar .json"])
+                if args.triton:
+                    rows.append(_triton_plan(args, plan, path, precision))
     print_table(["file", "MiB", "kind", "check"], rows)
     if precisions and tensorrt is None:
         print("error: TensorRT is not installed, so no {} engine was built (the ONNX files above are complete): "
               "{}".format("/".join(precisions), _tensorrt_hint()), file=sys.stderr)
         return 1
     return 0
+
+
+def _triton_onnx(args, model, config, source):
+    """Export a dynamic-batch twin of the ONNX into the Triton repository; returns a summary row."""
+    import dataclasses
+    import tempfile
+
+    from .export import export_onnx, io_signature, write_triton_model
+
+    if args.triton_max_batch < 1:
+        raise SanetError("--triton-max-batch must be >= 1")
+    name = "{}_{}x{}".format(model.config.variant.replace("-", "_"), config.height, config.width)
+    with tempfile.TemporaryDirectory() as scratch:
+        onnx_path = os.path.join(scratch, "model.onnx")
+        max_diff = export_onnx(model, onnx_path, dataclasses.replace(config, batch=1, dynamic_batch=True), source)
+        inputs, outputs = io_signature(onnx_path)
+        folder = write_triton_model(args.triton, name, onnx_path, "onnxruntime_onnx", inputs, outputs, args.triton_max_batch)
+    return [folder, "-", "triton onnx", "max |diff| {:.2e}".format(max_diff)]
+
+
+def _triton_plan(args, plan, onnx_path, precision):
+    from .engines import read_sidecar
+    from .export import io_signature, write_triton_model
+
+    inputs, outputs = io_signature(onnx_path)  # the engine keeps the ONNX's names, dims and I/O dtypes
+    name = "{}_{}".format(os.path.basename(os.path.splitext(onnx_path)[0]), precision)
+    read_sidecar(plan)
+    folder = write_triton_model(args.triton, name, plan, "tensorrt_plan", inputs, outputs, 0)
+    return [folder, "-", "triton plan", "static batch"]
 
 
 def _tensorrt_or_none():
@@ -457,15 +493,52 @@ def bench_main(argv):
     return 0
 
 
+def infer_main(argv):
+    """sanet-infer: colour masks and overlays for images, videos, a camera or an RTSP stream, on any backend."""
+    from .infer import InferConfig, expand_inputs, run
+    from .runners import OrtRunner, TorchRunner
+
+    parser = argparse.ArgumentParser(prog="sanet-infer", description=infer_main.__doc__)
+    parser.add_argument("inputs", nargs="+", help="image/video files, folders, globs, a camera index (0) or an rtsp:// URL")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--engine", help="TensorRT plan file (with its .json sidecar)")
+    source.add_argument("--onnx", help="exported ONNX file (ONNX Runtime)")
+    source.add_argument("--checkpoint", help="PyTorch checkpoint")
+    parser.add_argument("-o", "--out", default="predictions", help="output directory (default predictions/)")
+    parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="network input size for --checkpoint")
+    parser.add_argument("--device", default="cpu", help="PyTorch device for --checkpoint (cpu or cuda)")
+    parser.add_argument("--palette", choices=["auto", "cityscapes", "camvid"], default="auto")
+    parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in overlays (default 0.5)")
+    parser.add_argument("--max-frames", type=int, help="stop each video/stream after N frames")
+    args = parser.parse_args(argv)
+    if args.size:
+        parse_resolutions([[str(v) for v in args.size]])
+    sources = expand_inputs(args.inputs)
+    if args.engine:
+        from .engines import TrtRunner
+
+        runner = TrtRunner(args.engine)
+    elif args.onnx:
+        runner = OrtRunner(args.onnx)
+    else:
+        from .checkpoints import load_model
+
+        runner = TorchRunner(load_model(args.checkpoint), args.device)
+    config = InferConfig(args.out, tuple(args.size) if args.size else None, args.palette, args.alpha, args.max_frames)
+    with runner:
+        run(sources, runner, config, report=lambda message: print(message, flush=True))
+
+
 synth = _entry(synth_main)
 evaluate = _entry(eval_main)
 train = _entry(train_main)
 export = _entry(export_main)
 parity = _entry(parity_main)
 bench = _entry(bench_main)
+infer = _entry(infer_main)
 
 COMMANDS = {"info": info_main, "synth": synth_main, "eval": eval_main, "train": train_main, "export": export_main,
-            "parity": parity_main, "bench": bench_main}
+            "parity": parity_main, "bench": bench_main, "infer": infer_main}
 
 
 def main(argv=None):

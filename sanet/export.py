@@ -34,6 +34,7 @@ class ExportConfig:
     input_layout: str = "float-nchw"
     output: str = "logits"
     simplify: bool = True
+    dynamic_batch: bool = False  # batch axis named "batch" (Triton dynamic batching); H and W stay fixed
     tolerance: float = 1e-3  # max |logit diff| ORT vs PyTorch, relative to the logit range
 
     def __post_init__(self):
@@ -105,7 +106,7 @@ def _metadata(model, config, source_sha256):
         "sanet.output": config.output,
         "sanet.precision": "fp32",
         "sanet.resolution": "{}x{}".format(config.height, config.width),
-        "sanet.batch": str(config.batch),
+        "sanet.batch": "dynamic" if config.dynamic_batch else str(config.batch),
         "sanet.opset": str(config.opset),
         "sanet.source_sha256": source_sha256 or "random-init",
         "sanet.version": __version__,
@@ -142,6 +143,8 @@ def export_onnx(model, path, config: ExportConfig, source_sha256=None, verify=Tr
     with atomic_path(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the classic exporter's deprecation notice is expected
+            if config.dynamic_batch:
+                kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, config.output_name: {0: "batch"}}
             torch.onnx.export(graph, (dummy,), tmp, opset_version=config.opset, input_names=[INPUT_NAME],
                               output_names=[config.output_name], do_constant_folding=True, **kwargs)
         proto = onnx.load(tmp)
@@ -180,3 +183,59 @@ def verify_onnx(path, graph, dummy, config):
     if max_diff > config.tolerance * max(1.0, float(np.abs(want).max())):
         raise SanetError("ONNX output differs from PyTorch by {:.2e} (> tolerance): export discarded".format(max_diff))
     return max_diff
+
+
+# Triton Inference Server model repository
+
+TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8",
+                "int32": "TYPE_INT32", "int64": "TYPE_INT64"}
+
+
+def io_signature(path):
+    """[(name, numpy dtype name, dims with str for symbolic axes)] for the inputs and outputs of an ONNX file."""
+    onnx = require("onnx", "pip install 'sanet[onnx]'")
+    graph = onnx.load(os.fspath(path), load_external_data=False).graph
+
+    def describe(values):
+        result = []
+        for value in values:
+            tensor = value.type.tensor_type
+            dims = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
+            result.append((value.name, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, dims))
+        return result
+
+    return describe(graph.input), describe(graph.output)
+
+
+def triton_config(name, platform, inputs, outputs, max_batch_size):
+    """config.pbtxt text. With max_batch_size > 0 dims exclude the batch axis and requests are batched."""
+    def tensors(kind, values):
+        entries = []
+        for tensor_name, dtype, dims in values:
+            if dtype not in TRITON_TYPES:
+                raise SanetError("tensor {} has dtype {}, which this Triton config writer does not map".format(tensor_name, dtype))
+            shown = dims[1:] if max_batch_size > 0 else dims
+            entries.append('  {{\n    name: "{}"\n    data_type: {}\n    dims: [ {} ]\n  }}'.format(
+                tensor_name, TRITON_TYPES[dtype], ", ".join(str(d) for d in shown)))
+        return "{} [\n{}\n]".format(kind, ",\n".join(entries))
+
+    lines = ['name: "{}"'.format(name), 'platform: "{}"'.format(platform), "max_batch_size: {}".format(max_batch_size),
+             tensors("input", inputs), tensors("output", outputs)]
+    if max_batch_size > 0:
+        lines.append("dynamic_batching {\n  max_queue_delay_microseconds: 2000\n}")
+    lines.append("instance_group [\n  {\n    count: 1\n    kind: KIND_GPU\n  }\n]")
+    return "\n".join(lines) + "\n"
+
+
+def write_triton_model(repo, name, model_file, platform, inputs, outputs, max_batch_size):
+    """REPO/NAME/config.pbtxt and REPO/NAME/1/model.{onnx,plan}, each written atomically; returns the model dir."""
+    import shutil
+
+    from .fileio import write_text_atomic
+
+    folder = os.path.join(repo, name)
+    target = os.path.join(folder, "1", "model.plan" if platform == "tensorrt_plan" else "model.onnx")
+    with atomic_path(target) as tmp:
+        shutil.copyfile(model_file, tmp)
+    write_text_atomic(os.path.join(folder, "config.pbtxt"), triton_config(name, platform, inputs, outputs, max_batch_size))
+    return folder
