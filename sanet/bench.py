@@ -388,7 +388,7 @@ class _Exports:
     def engine(self, precision):
         import tensorrt
 
-        from .engines import EngineConfig, build_engine, engine_path, int8_route, read_sidecar, tensorrt_major
+        from .engines import EngineConfig, build_engine, check_engine, engine_path, int8_route, system_facts, tensorrt_major
         from .export import read_metadata
 
         source = self.onnx()
@@ -396,7 +396,7 @@ class _Exports:
             source = self.qdq("int8")
         plan = engine_path(source, precision)
         try:
-            read_sidecar(plan)
+            check_engine(plan, system_facts(tensorrt))  # reuse only an engine built here, for these weights
         except SanetError:
             timing_cache = os.path.join(os.path.dirname(plan), "timing.cache")
             if precision == "fp16" and tensorrt_major(tensorrt.__version__) >= 11:

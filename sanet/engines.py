@@ -200,10 +200,13 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
     from .calibration import CalibrationCache
     from .export import INPUT_NAME, read_metadata
 
-    trt = import_tensorrt()
     meta = read_metadata(onnx_path)
     if "sanet.classes" not in meta:
         raise SanetError("{} has no sanet metadata: export it with sanet-export".format(onnx_path))
+    if meta.get("sanet.int8_activations") == "uint8":
+        raise SanetError("{} has uint8 activations (the ONNX Runtime CPU variant); TensorRT needs symmetric int8: "
+                         "re-quantize with --qdq-activations int8".format(onnx_path))
+    trt = import_tensorrt()
     major = tensorrt_major(trt.__version__)
     quantized = meta.get("sanet.quantization") == "qdq"
     if config.precision == "int8" and not quantized and int8_route(config, trt.__version__, meta) == "qdq":

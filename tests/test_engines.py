@@ -108,6 +108,18 @@ def test_names_routes_and_platform_checks():
         EngineConfig("int4")
 
 
+def test_build_refuses_onnx_runtime_only_int8_before_touching_tensorrt(exported, synth_small, tmp_path):
+    from sanet.calibration import CropConfig, QuantizeConfig, plan_crops, quantize_qdq
+    from sanet.engines import build_engine
+
+    _, paths = exported
+    manifest = plan_crops(str(synth_small), CropConfig(128, 256, count=4))
+    cpu_only = quantize_qdq(paths[(128, 256)], tmp_path / "u8.onnx", manifest, QuantizeConfig(activations="uint8"))
+    with pytest.raises(SanetError, match="TensorRT needs symmetric int8"):
+        build_engine(str(cpu_only), str(tmp_path / "x.plan"), EngineConfig("int8"))
+    assert not (tmp_path / "x.plan").exists()
+
+
 def export_cli(*argv):
     return subprocess.run([sys.executable, "-m", "sanet.cli", "export", *argv], capture_output=True, text=True, timeout=600)
 
