@@ -206,7 +206,8 @@ def export_main(argv):
                         help="input resolution, repeatable (default 1024 2048)")
     parser.add_argument("-o", "--out", default="exports", help="output directory (default exports/)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.5 on Jetson)")
-    parser.add_argument("--dynamic", action="store_true", help="dynamic H and W (not supported: see README)")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="one ONNX with dynamic H and W (verified at every --res); engines need static files")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--input", dest="input_layout", choices=INPUT_LAYOUTS, default="float-nchw")
     parser.add_argument("--output", choices=OUTPUTS, default="logits")
@@ -258,9 +259,14 @@ def export_main(argv):
         raise SanetError("--int8-fallback auto measures parity: add --parity-data ROOT")
     tensorrt = _tensorrt_or_none() if precisions else None
     ensure_writable_dir(args.out)
+    if args.dynamic:
+        if precisions or args.qdq or args.triton:
+            raise SanetError("--dynamic writes one ONNX for any H x W; engines, --qdq and --triton need static sizes: "
+                             "drop --dynamic for those")
+        return _export_dynamic(args, model, sizes, source)
     rows = []
     for height, width in sizes:
-        config = ExportConfig(height, width, args.opset, args.batch, args.dynamic, args.input_layout, args.output,
+        config = ExportConfig(height, width, args.opset, args.batch, False, args.input_layout, args.output,
                               not args.no_simplify)
         path = os.path.join(args.out, config.file_name(model.config.variant))
         print("exporting {} ...".format(path), flush=True)
@@ -284,6 +290,23 @@ def export_main(argv):
         print("error: TensorRT is not installed, so no {} engine was built (the ONNX files above are complete): "
               "{}".format("/".join(precisions), _tensorrt_hint()), file=sys.stderr)
         return 1
+    return 0
+
+
+def _export_dynamic(args, model, sizes, source):
+    """One ONNX with symbolic H and W, checked against PyTorch at every --res (plus half the first size)."""
+    from .export import ExportConfig, export_onnx
+
+    (height, width), others = sizes[0], list(sizes[1:])
+    if not others:
+        others.append((max(32, height // 16 * 8), max(32, width // 16 * 8)))
+    config = ExportConfig(height, width, args.opset, args.batch, True, args.input_layout, args.output, not args.no_simplify)
+    path = os.path.join(args.out, config.file_name(model.config.variant))
+    print("exporting {} (dynamic H x W) ...".format(path), flush=True)
+    max_diff = export_onnx(model, path, config, source, verify_sizes=others)
+    checked = ", ".join("{}x{}".format(*s) for s in [sizes[0]] + others)
+    print_table(["file", "MiB", "opset", "checked at", "max |diff| vs PyTorch"],
+                [[path, "{:.1f}".format(os.path.getsize(path) / 2**20), args.opset, checked, "{:.2e}".format(max_diff)]])
     return 0
 
 

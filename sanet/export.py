@@ -4,6 +4,7 @@ The exported graph optionally carries its own preprocessing (uint8 NHWC in, norm
 and postprocessing (argmax out), and its ``metadata_props`` say what it is, so every runner and
 the engine builder can check an ONNX file before trusting it.
 """
+import dataclasses
 import inspect
 import os
 import warnings
@@ -16,7 +17,7 @@ import torch.nn as nn
 from . import __version__
 from .errors import SanetError, require
 from .fileio import atomic_path
-from .model import check_input_size, fold_batchnorm
+from .model import check_input_size, enable_dynamic_shapes, fold_batchnorm
 
 INPUT_LAYOUTS = ("float-nchw", "uint8-nhwc")
 OUTPUTS = ("logits", "argmax")
@@ -45,9 +46,6 @@ class ExportConfig:
             raise SanetError("unknown output {!r}: use {}".format(self.output, " or ".join(OUTPUTS)))
         if self.batch < 1:
             raise SanetError("--batch must be >= 1")
-        if self.dynamic:
-            raise SanetError("dynamic H x W is not supported: SCE pooling grids are fixed per resolution, "
-                             "so export one static ONNX per resolution with --res H W (repeatable)")
 
     @property
     def output_name(self):
@@ -56,7 +54,22 @@ class ExportConfig:
     def file_name(self, variant):
         suffix = "" if (self.input_layout, self.output) == INPUT_LAYOUTS[:1] + OUTPUTS[:1] else "_{}_{}".format(
             self.input_layout.replace("-", ""), self.output)
-        return "{}_{}x{}_b{}{}.onnx".format(variant.replace("-", "_"), self.height, self.width, self.batch, suffix)
+        size = "dynamic" if self.dynamic else "{}x{}".format(self.height, self.width)
+        return "{}_{}_b{}{}.onnx".format(variant.replace("-", "_"), size, self.batch, suffix)
+
+    def dynamic_axes(self):
+        """ONNX dynamic axes: batch for Triton, H and W for --dynamic (their positions depend on the layout)."""
+        axes = {}
+        if self.dynamic_batch:
+            axes[0] = "batch"
+        if self.dynamic:
+            spatial = (1, 2) if self.input_layout == "uint8-nhwc" else (2, 3)
+            axes.update({spatial[0]: "height", spatial[1]: "width"})
+        output_spatial = (1, 2) if self.output == "argmax" else (2, 3)
+        output = {k: v for k, v in axes.items() if k == 0}
+        if self.dynamic:
+            output.update({output_spatial[0]: "height", output_spatial[1]: "width"})
+        return {INPUT_NAME: axes, self.output_name: output} if axes else {}
 
 
 class DeployGraph(nn.Module):
@@ -105,7 +118,7 @@ def _metadata(model, config, source_sha256):
         "sanet.input_layout": config.input_layout,
         "sanet.output": config.output,
         "sanet.precision": "fp32",
-        "sanet.resolution": "{}x{}".format(config.height, config.width),
+        "sanet.resolution": "dynamic" if config.dynamic else "{}x{}".format(config.height, config.width),
         "sanet.batch": "dynamic" if config.dynamic_batch else str(config.batch),
         "sanet.opset": str(config.opset),
         "sanet.source_sha256": source_sha256 or "random-init",
@@ -129,22 +142,23 @@ def read_nodes(path):
     return [node.name for node in onnx.load(os.fspath(path), load_external_data=False).graph.node]
 
 
-def export_onnx(model, path, config: ExportConfig, source_sha256=None, verify=True):
+def export_onnx(model, path, config: ExportConfig, source_sha256=None, verify=True, verify_sizes=()):
     """Export ``model`` to ``path`` atomically; return the max |diff| vs PyTorch (None if not verified).
 
     BatchNorm is folded first. With ``verify``, ONNX Runtime runs the file on a test input; above
     tolerance the export fails and no file is kept.
     """
     onnx = require("onnx", "pip install 'sanet[onnx]'")
-    graph = DeployGraph(fold_batchnorm(model), config).eval()
+    folded = fold_batchnorm(model)
+    graph = DeployGraph(enable_dynamic_shapes(folded) if config.dynamic else folded, config).eval()
     dummy = torch.from_numpy(example_input(model.config, config))
     # torch >= 2.9 defaults to the dynamo exporter (opset 18+); torch 2.0/2.1 on Jetson lack the keyword.
     kwargs = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     with atomic_path(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the classic exporter's deprecation notice is expected
-            if config.dynamic_batch:
-                kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, config.output_name: {0: "batch"}}
+            if config.dynamic_axes():
+                kwargs["dynamic_axes"] = config.dynamic_axes()
             torch.onnx.export(graph, (dummy,), tmp, opset_version=config.opset, input_names=[INPUT_NAME],
                               output_names=[config.output_name], do_constant_folding=True, **kwargs)
         proto = onnx.load(tmp)
@@ -156,6 +170,10 @@ def export_onnx(model, path, config: ExportConfig, source_sha256=None, verify=Tr
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
         max_diff = verify_onnx(tmp, graph, dummy, config) if verify else None
+        for height, width in verify_sizes if verify else ():  # dynamic H x W: check other sizes too
+            other = dataclasses.replace(config, height=height, width=width)
+            check_input_size(height, width)
+            max_diff = max(max_diff, verify_onnx(tmp, graph, torch.from_numpy(example_input(model.config, other)), other))
     return max_diff
 
 

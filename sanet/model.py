@@ -114,14 +114,37 @@ def separable_map(x, rows, cols):
     return torch.matmul(torch.matmul(rows, x), cols.t())
 
 
-def adaptive_avg_pool(x, out_hw):
-    height, width = int(x.shape[-2]), int(x.shape[-1])
-    return separable_map(x, adaptive_pool_matrix(height, out_hw[0]), adaptive_pool_matrix(width, out_hw[1]))
+# Shape-tensor versions for exports with dynamic H x W: the same matrices, built in the graph from
+# 0-d int64 sizes (Range/compare/Cast ops) instead of baked in as constants.
 
 
-def nearest_upsample(x, out_hw):
-    height, width = int(x.shape[-2]), int(x.shape[-1])
-    return separable_map(x, nearest_upsample_matrix(height, out_hw[0]), nearest_upsample_matrix(width, out_hw[1]))
+def shape_of(x):
+    """(B, C, H, W) sizes as a 1-D int64 tensor; traced as a Shape op, so sizes stay symbolic in ONNX."""
+    return torch._shape_as_tensor(x)
+
+
+def dynamic_pool_matrix(in_size, out_size):
+    """adaptive_pool_matrix for 0-d int64 tensor sizes: (out_size, in_size) float32."""
+    rows = torch.arange(out_size)  # (out,)
+    start = rows * in_size // out_size
+    end = ((rows + 1) * in_size + out_size - 1) // out_size  # ceil
+    cols = torch.arange(in_size)  # (in,)
+    inside = (cols.unsqueeze(0) >= start.unsqueeze(1)) & (cols.unsqueeze(0) < end.unsqueeze(1))
+    return inside.float() / (end - start).unsqueeze(1).float()
+
+
+def dynamic_upsample_matrix(in_size, out_size):
+    """nearest_upsample_matrix for 0-d int64 tensor sizes: (out_size, in_size) 0/1 float32."""
+    scale = in_size.float() / out_size.float()  # float32, as PyTorch's nearest interpolation
+    src = torch.minimum(torch.floor(torch.arange(out_size).float() * scale).long(), in_size - 1)  # (out,)
+    return (torch.arange(in_size).unsqueeze(0) == src.unsqueeze(1)).float()
+
+
+def dynamic_grid_width(grid_height, feat_height, feat_width):
+    """sce_grid's width for tensor sizes. float32 rounding equals Python's round here: g*w/h is either an
+    exact half (representable) or at least 1/(2h) away from one, far beyond float32 error."""
+    ratio = feat_width.float() * grid_height / feat_height.float()
+    return torch.clamp(torch.round(ratio), min=1.0).long()
 
 
 def sce_grid(grid_height, feat_height, feat_width):
@@ -205,18 +228,34 @@ class SCE(nn.Module):
         self.spatial_attention = nn.Sequential(ConvBNReLU(ch * branches, ch, 1), nn.Conv2d(ch, branches, 1, bias=False))
         nn.init.zeros_(self.spatial_attention[1].weight)
 
+    dynamic_shapes = False  # True only in exports with dynamic H x W (see DeployGraph)
+
     def forward(self, x):
         x = self.reduce_channel(x)  # (B, 128, h, w) with h, w = H/32, W/32
-        height, width = int(x.shape[-2]), int(x.shape[-1])
         contexts = []
         for index, grid_height in enumerate(self.GRID_HEIGHTS):
-            pooled = adaptive_avg_pool(x, sce_grid(grid_height, height, width))  # (B, 128, g, g_w)
+            pool, upsample = self._pool_and_upsample(x, grid_height)  # (g, h), (g_w, w); (h, g), (w, g_w)
+            pooled = separable_map(x, *pool)  # (B, 128, g, g_w)
             branch = getattr(self.spp, "spp_{}".format(index + 1))(pooled)
-            contexts.append(nearest_upsample(branch, (height, width)))  # (B, 128, h, w)
+            contexts.append(separable_map(branch, *upsample))  # (B, 128, h, w)
         attention = torch.sigmoid(self.spatial_attention(torch.cat(contexts, dim=1))) + 1.0  # (B, 4, h, w)
         for index, context in enumerate(contexts):
             x = x + context * attention[:, index:index + 1]
         return x
+
+    def _pool_and_upsample(self, x, grid_height):
+        """The row and column matrices of one branch's adaptive pooling and of its nearest upsampling back."""
+        if self.dynamic_shapes:
+            shape = shape_of(x)
+            height, width = shape[2], shape[3]
+            grid = torch.tensor(grid_height, dtype=torch.int64)
+            grid_width = dynamic_grid_width(grid_height, height, width)
+            return ((dynamic_pool_matrix(height, grid), dynamic_pool_matrix(width, grid_width)),
+                    (dynamic_upsample_matrix(grid, height), dynamic_upsample_matrix(grid_width, width)))
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        grid = sce_grid(grid_height, height, width)
+        return ((adaptive_pool_matrix(height, grid[0]), adaptive_pool_matrix(width, grid[1])),
+                (nearest_upsample_matrix(grid[0], height), nearest_upsample_matrix(grid[1], width)))
 
 
 def generalized_mean_pool(x, p=3.0, eps=1e-6):
@@ -235,10 +274,12 @@ class SFF(nn.Module):
         self.conv_2 = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.channels = ch
 
+    dynamic_shapes = False  # True only in exports with dynamic H x W: the target size stays symbolic
+
     def forward(self, low, high):
         high = self.conv_high(high)  # (B, 128, Hh, Wh)
-        low = F.interpolate(self.conv_low(low), size=(int(high.shape[-2]), int(high.shape[-1])),
-                            mode="bilinear", align_corners=True)  # (B, 128, Hh, Wh)
+        size = high.shape[-2:] if self.dynamic_shapes else (int(high.shape[-2]), int(high.shape[-1]))
+        low = F.interpolate(self.conv_low(low), size=size, mode="bilinear", align_corners=True)  # (B, 128, Hh, Wh)
         # Interleave the two descriptors (l0, h0, l1, h1, ...) so the 1-D convs mix both scales.
         # Batch stays -1 in reshapes so the exported graph needs no Shape/Gather arithmetic.
         descriptor = torch.stack([generalized_mean_pool(low), generalized_mean_pool(high)], dim=2)  # (B, C, 2)
@@ -300,6 +341,14 @@ class SANet(nn.Module):
     def predict(self, x):
         """(B, 3, H, W) -> (B, H, W) int64 class map."""
         return self.forward(x).argmax(dim=1)
+
+
+def enable_dynamic_shapes(model):
+    """Make SCE and SFF compute their resampling from tensor shapes, for exports with dynamic H x W."""
+    for module in model.modules():
+        if isinstance(module, (SCE, SFF)):
+            module.dynamic_shapes = True
+    return model
 
 
 def build_model(variant="sanet", num_classes=19, **kwargs):

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -50,6 +51,7 @@ class TrainConfig:
     ohem_thresh: float = 0.9
     ohem_min_kept: int = 131072
     aux_weight: float = 0.4
+    class_balance: bool = False  # ENet-style class weights in the loss (helps short runs learn rare classes)
     val_every: int = 10
     val_limit: Optional[int] = None
     workers: int = 4
@@ -90,20 +92,38 @@ class OhemCrossEntropy(torch.nn.Module):
     """Cross-entropy over the hardest pixels: those whose true-class probability is below ``thresh``,
     and never fewer than ``min_kept`` (the hardest ones) when enough labelled pixels exist."""
 
-    def __init__(self, thresh=0.9, min_kept=131072, ignore_index=IGNORE):
+    def __init__(self, thresh=0.9, min_kept=131072, ignore_index=IGNORE, class_weights=None):
         super().__init__()
         self.loss_thresh = -math.log(thresh)
         self.min_kept, self.ignore_index = min_kept, ignore_index
+        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
 
     def forward(self, logits, labels):
         losses = F.cross_entropy(logits, labels, ignore_index=self.ignore_index, reduction="none").flatten()
-        losses = losses[labels.flatten() != self.ignore_index]  # (N_valid,)
+        labels = labels.flatten()
+        valid = labels != self.ignore_index
+        losses, labels = losses[valid], labels[valid]  # (N_valid,)
         if losses.numel() == 0:
             return logits.sum() * 0.0
-        hard = losses[losses > self.loss_thresh]
-        if hard.numel() < min(self.min_kept, losses.numel()):
-            hard = torch.topk(losses, min(self.min_kept, losses.numel())).values
-        return hard.mean()
+        keep = losses > self.loss_thresh  # hardness is judged on the unweighted loss
+        if int(keep.sum()) < min(self.min_kept, losses.numel()):
+            keep = torch.zeros_like(keep)
+            keep[torch.topk(losses, min(self.min_kept, losses.numel())).indices] = True
+        hard = losses[keep]
+        if self.class_weights is None:
+            return hard.mean()
+        weights = self.class_weights.to(hard.device, hard.dtype)[labels[keep]]
+        return (hard * weights).sum() / weights.sum()
+
+
+def class_balance_weights(dataset, num_classes, limit=None):
+    """ENet class weights 1 / ln(1.02 + p_c) from the label frequencies p_c of ``dataset`` (rare -> up to ~50)."""
+    counts = np.zeros(num_classes, dtype=np.float64)
+    for index in range(len(dataset) if limit is None else min(limit, len(dataset))):
+        label = dataset.load(index)[1]
+        counts += np.bincount(label[label < num_classes].ravel(), minlength=num_classes)[:num_classes]
+    frequency = counts / max(1.0, counts.sum())
+    return (1.0 / np.log(1.02 + frequency)).astype(np.float32)
 
 
 def parameter_groups(model, weight_decay):
@@ -161,7 +181,8 @@ class Trainer:
         # torch.amp.GradScaler("cuda") appeared in torch 2.3; torch.cuda.amp's is the torch 2.0 spelling.
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp) if hasattr(torch.amp, "GradScaler") else \
             torch.cuda.amp.GradScaler(enabled=amp)
-        self.criterion = OhemCrossEntropy(config.ohem_thresh, config.ohem_min_kept)
+        weights = class_balance_weights(self.train_set, config.classes) if config.class_balance else None
+        self.criterion = OhemCrossEntropy(config.ohem_thresh, config.ohem_min_kept, class_weights=weights)
         self.start_epoch, self.best_miou, self.history = 0, -1.0, []
         if resume:
             self._resume(resume)

@@ -7,12 +7,17 @@ import torch.nn.functional as F
 
 from sanet.model import (
     VARIANTS,
-    adaptive_avg_pool,
+    adaptive_pool_matrix,
     build_model,
     count_gflops,
     count_parameters,
+    dynamic_grid_width,
+    dynamic_pool_matrix,
+    dynamic_upsample_matrix,
     fold_batchnorm,
-    nearest_upsample,
+    nearest_upsample_matrix,
+    sce_grid,
+    separable_map,
 )
 
 
@@ -60,10 +65,22 @@ def test_published_size_and_flops():
                                           ((24, 30), (2, 4)), ((7, 5), (1, 1)), ((22, 30), (6, 8))])
 def test_pooling_and_upsampling_match_torch(in_hw, out_hw):
     x = torch.randn(2, 5, *in_hw)
-    pooled = adaptive_avg_pool(x, out_hw)
+    pooled = separable_map(x, adaptive_pool_matrix(in_hw[0], out_hw[0]), adaptive_pool_matrix(in_hw[1], out_hw[1]))
     assert relative_error(pooled, F.adaptive_avg_pool2d(x, out_hw)) <= 1e-5
-    up = nearest_upsample(pooled, in_hw)
+    up = separable_map(pooled, nearest_upsample_matrix(out_hw[0], in_hw[0]), nearest_upsample_matrix(out_hw[1], in_hw[1]))
     assert torch.equal(up, F.interpolate(pooled, size=in_hw, mode="nearest"))
+    for size_in, size_out in zip(in_hw, out_hw):  # the in-graph versions used by dynamic-shape exports
+        sizes = torch.tensor(size_in), torch.tensor(size_out)
+        assert torch.equal(dynamic_pool_matrix(*sizes), adaptive_pool_matrix(size_in, size_out))
+        assert torch.equal(dynamic_upsample_matrix(*sizes[::-1]), nearest_upsample_matrix(size_out, size_in))
+
+
+def test_dynamic_grid_width_rounds_like_the_static_grid():
+    for height in range(1, 70):
+        for width in range(1, 140):
+            for grid in (6, 3, 2, 1):
+                got = int(dynamic_grid_width(grid, torch.tensor(height), torch.tensor(width)))
+                assert got == sce_grid(grid, height, width)[1], (grid, height, width)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

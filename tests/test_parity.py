@@ -112,6 +112,28 @@ def test_export_and_parity_cli(trained, synth_small, tmp_path):
     assert strict.returncode == 1 and "FAIL" in strict.stdout
 
 
+def test_dynamic_hw_export_matches_pytorch_at_several_sizes(trained, synth_small, tmp_path):
+    import onnx
+
+    _, _, best = trained
+    model = load_model(best)
+    path = tmp_path / "sanet_dynamic.onnx"
+    export_onnx(model, path, ExportConfig(128, 256, dynamic=True, input_layout="uint8-nhwc", output="argmax"),
+                verify_sizes=[(96, 160)])
+    graph = onnx.load(str(path)).graph
+    assert [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim[1:3]] == ["height", "width"]
+    assert not {"Loop", "If"} & {node.op_type for node in graph.node}
+    assert read_metadata(path)["sanet.resolution"] == "dynamic"
+    val = open_dataset(str(synth_small), "cityscapes", "val")
+    with OrtRunner(path) as candidate:
+        assert candidate.info.input_size is None
+        for size in ((128, 256), (96, 192), (64, 96)):  # 2:1, 2:1 smaller, 3:2: other SCE grids
+            result = compare(TorchRunner(model), candidate, val, size=size, progress=False)
+            assert result.passed and result.pixel_agreement >= 0.9999, (size, result.failures)
+    refused = cli("export", str(best), "--dynamic", "--fp16", "-o", str(tmp_path))
+    assert refused.returncode == 1 and "engines, --qdq and --triton need static sizes" in refused.stderr
+
+
 def test_export_failure_leaves_no_file(trained, tmp_path):
     _, _, best = trained
     model = load_model(best)
