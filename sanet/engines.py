@@ -203,6 +203,9 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
     meta = read_metadata(onnx_path)
     if "sanet.classes" not in meta:
         raise SanetError("{} has no sanet metadata: export it with sanet-export".format(onnx_path))
+    if meta.get("sanet.resolution") == "dynamic":
+        raise SanetError("{} has dynamic H x W; engines are built per resolution: export with --res H W, "
+                         "without --dynamic".format(onnx_path))
     if meta.get("sanet.int8_activations") == "uint8":
         raise SanetError("{} has uint8 activations (the ONNX Runtime CPU variant); TensorRT needs symmetric int8: "
                          "re-quantize with --qdq-activations int8".format(onnx_path))

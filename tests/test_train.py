@@ -1,4 +1,5 @@
 """Training: learning happens, resume is exact, OHEM and weight-decay groups, torchrun, bad input."""
+import math
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from sanet.errors import SanetError
 from sanet.evaluate import evaluate
 from sanet.model import build_model
 from sanet.runners import TorchRunner
-from sanet.train import OhemCrossEntropy, TrainConfig, Trainer, parameter_groups
+from sanet.train import OhemCrossEntropy, TrainConfig, Trainer, class_balance_weights, parameter_groups
 
 
 def test_short_run_lowers_loss_and_raises_miou(trained, synth_small):
@@ -51,6 +52,22 @@ def test_ohem_keeps_at_least_min_kept():
     assert kept == pytest.approx(torch.topk(per_pixel, 20).values.mean().item())
     only_hard = OhemCrossEntropy(thresh=0.9, min_kept=2)(logits, labels)
     assert only_hard == pytest.approx(per_pixel[:5].mean().item())
+
+
+def test_class_balance_weights_favour_rare_classes(synth_small):
+    from sanet.data import open_dataset
+
+    weights = class_balance_weights(open_dataset(str(synth_small), "cityscapes", "train"), 19)
+    road, pole = weights[0], weights[5]  # road covers a large share of every scene, poles a few pixels
+    assert pole > 5 * road and weights.max() <= 1 / math.log(1.02) + 1e-3 and weights.min() > 1.0
+    labels = torch.tensor([[[0, 0, 0, 5]]])
+    logits = torch.zeros(1, 19, 1, 4)  # uniform: every pixel has the same loss, ln 19
+    weighted = OhemCrossEntropy(thresh=0.9, min_kept=4, class_weights=weights)(logits, labels)
+    assert weighted == pytest.approx(math.log(19), rel=1e-5)  # equal losses: the weighted mean is unchanged
+    logits[0, 5, 0, 3] = 5.0  # the pole pixel becomes easy; its large weight now lowers the mean a lot
+    per_pixel = torch.nn.functional.cross_entropy(logits, labels, reduction="none").flatten()
+    expected = (per_pixel * weights[[0, 0, 0, 5]]).sum() / weights[[0, 0, 0, 5]].sum()
+    assert OhemCrossEntropy(thresh=0.9, min_kept=4, class_weights=weights)(logits, labels) == pytest.approx(float(expected))
 
 
 def test_weight_decay_groups_exclude_1d_parameters():
