@@ -108,6 +108,7 @@ def test_names_routes_and_platform_checks():
         EngineConfig("int4")
 
 
+@pytest.mark.filterwarnings("ignore:calibrating on only")
 def test_build_refuses_onnx_runtime_only_int8_before_touching_tensorrt(exported, synth_small, tmp_path):
     from sanet.calibration import CropConfig, QuantizeConfig, plan_crops, quantize_qdq
     from sanet.engines import build_engine

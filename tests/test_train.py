@@ -66,7 +66,8 @@ def test_class_balance_weights_favour_rare_classes(synth_small):
     assert weighted == pytest.approx(math.log(19), rel=1e-5)  # equal losses: the weighted mean is unchanged
     logits[0, 5, 0, 3] = 5.0  # the pole pixel becomes easy; its large weight now lowers the mean a lot
     per_pixel = torch.nn.functional.cross_entropy(logits, labels, reduction="none").flatten()
-    expected = (per_pixel * weights[[0, 0, 0, 5]]).sum() / weights[[0, 0, 0, 5]].sum()
+    picked = torch.as_tensor(weights)[[0, 0, 0, 5]]
+    expected = (per_pixel * picked).sum() / picked.sum()
     assert OhemCrossEntropy(thresh=0.9, min_kept=4, class_weights=weights)(logits, labels) == pytest.approx(float(expected))
 
 
