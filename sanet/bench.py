@@ -21,7 +21,6 @@ import numpy as np
 
 from .errors import SanetError
 from .fileio import atomic_path, write_json_atomic, write_text_atomic
-from .runners import Runner
 
 DEFAULT_RESOLUTIONS = ((512, 1024), (768, 1536), (1024, 2048))
 BACKENDS = ("pytorch", "onnxruntime", "tensorrt")
@@ -281,22 +280,6 @@ def _save_figure(plt, fig, out, name):
 # Rows
 
 
-class MemoRunner(Runner):
-    """Caches a reference runner's predictions per input, so PyTorch FP32 runs once per image and size."""
-
-    def __init__(self, runner):
-        self.runner, self.info, self.cache = runner, runner.info, {}
-
-    def infer(self, inputs):
-        return self.runner.infer(inputs)
-
-    def predict(self, images):
-        key = (images.shape, hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest())
-        if key not in self.cache:
-            self.cache[key] = self.runner.predict(images)
-        return self.cache[key]
-
-
 def model_digest(model):
     """Short hash of the weights, so cached exports are never reused for another checkpoint."""
     digest = hashlib.sha256()
@@ -306,8 +289,9 @@ def model_digest(model):
     return digest.hexdigest()[:12]
 
 
-def candidates(model, resolution, config, workdir, skipped, extra_onnx=(), extra_engines=()):
-    """Runner factories for every backend/precision available on this machine (exports made on demand)."""
+def candidates(model, resolution, config, workdir, skipped, extra_onnx=(), extra_engines=(), digest=None):
+    """Runner factories for every backend/precision available on this machine (exports made on demand;
+    ``digest``, the weights' hash, names them)."""
     import torch
 
     from .runners import OrtRunner, TorchRunner
@@ -321,7 +305,7 @@ def candidates(model, resolution, config, workdir, skipped, extra_onnx=(), extra
                     found.append(lambda p=precision: TorchRunner(model, "cuda", p, cuda_graph=config.cuda_graphs))
         else:
             _skip(skipped, "pytorch cuda fp32/fp16: no CUDA device (torch.cuda.is_available() is False)")
-    exports = _Exports(model, resolution, config, workdir)
+    exports = _Exports(model, resolution, config, workdir, digest or model_digest(model))
     if "onnxruntime" in config.backends:
         try:
             import onnxruntime
@@ -351,10 +335,9 @@ def candidates(model, resolution, config, workdir, skipped, extra_onnx=(), extra
 class _Exports:
     """The files a resolution's rows need, made once per model (keyed by a hash of its weights)."""
 
-    def __init__(self, model, resolution, config, workdir):
+    def __init__(self, model, resolution, config, workdir, digest):
         self.model, self.resolution, self.config = model, resolution, config
-        self.stem = os.path.join(workdir, "{}_{}x{}_{}".format(model.config.variant, resolution[0], resolution[1],
-                                                              model_digest(model)))
+        self.stem = os.path.join(workdir, "{}_{}x{}_{}".format(model.config.variant, *resolution, digest))
         self.manifest = None
 
     def onnx(self):
@@ -388,7 +371,7 @@ class _Exports:
     def engine(self, precision):
         import tensorrt
 
-        from .engines import EngineConfig, build_engine, check_engine, engine_path, int8_route, system_facts, tensorrt_major
+        from .engines import EngineConfig, build_engine, check_engine, engine_path, int8_route, system_facts
         from .export import read_metadata
 
         source = self.onnx()
@@ -399,8 +382,6 @@ class _Exports:
             check_engine(plan, system_facts(tensorrt))  # reuse only an engine built here, for these weights
         except SanetError:
             timing_cache = os.path.join(os.path.dirname(plan), "timing.cache")
-            if precision == "fp16" and tensorrt_major(tensorrt.__version__) >= 11:
-                raise SanetError("TensorRT 11 FP16 engines need an FP16 ONNX (not written by this release)") from None
             manifest = self.crops() if precision == "int8" else None
             build_engine(source, plan, EngineConfig(precision, timing_cache=timing_cache), manifest)
         return plan
@@ -467,16 +448,18 @@ def measure(runner, resolution, config, reference, dataset):
 
 def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=print):
     """All rows for all resolutions; returns (rows, skipped). Ctrl-C stops early and keeps what was measured."""
+    from .parity import MemoRunner
     from .runners import TorchRunner
 
     os.makedirs(config.out, exist_ok=True)
     workdir = os.path.join(config.out, "onnx")
     os.makedirs(workdir, exist_ok=True)
     reference = MemoRunner(TorchRunner(model, "cpu", "fp32"))
+    digest = model_digest(model)
     rows, skipped = [], []
     try:
         for resolution in config.resolutions:
-            for factory in candidates(model, resolution, config, workdir, skipped, extra_onnx, extra_engines):
+            for factory in candidates(model, resolution, config, workdir, skipped, extra_onnx, extra_engines, digest):
                 try:
                     runner = factory()
                 except SanetError as exc:

@@ -17,14 +17,15 @@ import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Tuple
 
 import numpy as np
 
 from .data import IMAGE_EXTENSIONS, import_cv2, read_image
 from .errors import SanetError, require
-from .fileio import atomic_path, sha256_file, write_json_atomic
+from .fileio import atomic_path, sha256_file, write_bytes_atomic, write_json_atomic
+from .runners import OrtRunner, RunnerInfo, to_input
 
 MANIFEST_FORMAT = 1
 CROP_MODES = ("random", "grid")
@@ -180,9 +181,7 @@ class CalibrationCache:
         return None
 
     def write(self, data: bytes):
-        with atomic_path(self.path) as tmp:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
+        write_bytes_atomic(self.path, data)
         write_json_atomic(self.key_path, self.key)
 
     def discard(self):
@@ -205,29 +204,26 @@ class QuantizeConfig:
             raise SanetError("unknown activation type {!r}: use int8 or uint8".format(self.activations))
 
 
-def group_nodes(onnx_path, group):
-    """ONNX node names that belong to a layer group (the classic exporter names nodes by module path)."""
-    from .export import read_nodes
-
+def group_nodes(node_names, group):
+    """The node names that belong to a layer group (the classic exporter names nodes by module path)."""
     prefix = "/model/{}/".format(group.replace(".", "/"))
-    return [name for name in read_nodes(onnx_path) if name.startswith(prefix)]
+    return [name for name in node_names if name.startswith(prefix)]
 
 
 class _Reader:
     """ONNX Runtime CalibrationDataReader protocol over the manifest's crops, in the model's input layout."""
 
-    def __init__(self, manifest, prepare, batch):
-        self.manifest, self.prepare, self.batch = manifest, prepare, batch
+    def __init__(self, manifest, info, batch):
+        from .export import INPUT_NAME
+
+        self.manifest, self.info, self.batch, self.input_name = manifest, info, batch, INPUT_NAME
         self.rewind()
 
     def get_next(self):
         images = next(self.batches, None)
-        return None if images is None else {self.input_name: self.prepare(images)}
+        return None if images is None else {self.input_name: to_input(images, self.info)}
 
     def rewind(self):
-        from .export import INPUT_NAME
-
-        self.input_name = INPUT_NAME
         self.batches = iter_batches(self.manifest, self.batch)
 
 
@@ -238,25 +234,24 @@ def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_di
     onnxruntime supports ``calibration_cache_path``, so re-quantizing with other layers kept in float
     does not recalibrate.
     """
-    from .export import read_metadata
-    from .runners import OrtRunner
+    from .export import read_metadata, read_nodes
 
     require("onnxruntime", "pip install 'sanet[onnx]'")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    meta = read_metadata(onnx_path)
+    meta = read_metadata(onnx_path, required=True)
     resolution = meta.get("sanet.resolution")
     if resolution != "{}x{}".format(*manifest["resolution"]):
         raise SanetError("calibration crops are {}x{} but {} is {}: plan crops at the model's resolution".format(
             manifest["resolution"][0], manifest["resolution"][1], onnx_path, resolution))
     if meta.get("sanet.precision", "fp32") != "fp32":
         raise SanetError("{} is already quantized: quantize the FP32 export".format(onnx_path))
-    unknown = [g for g in config.keep if not group_nodes(onnx_path, g)]
+    nodes = read_nodes(onnx_path)
+    unknown = [g for g in config.keep if not group_nodes(nodes, g)]
     if unknown:
         raise SanetError("no layers named {} in {}: groups are {}".format(unknown[0], onnx_path, ", ".join(FALLBACK_ORDER)))
-    with OrtRunner(onnx_path) as runner:
-        reader = _Reader(manifest, runner.prepare, runner.info.batch or 1)
-    kwargs = {}
+    reader = _Reader(manifest, RunnerInfo.from_metadata(meta, "onnxruntime", "cpu"), int(meta.get("sanet.batch", "1")))
+    cache, kwargs = None, {}
     if cache_dir and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
         key = {"manifest": manifest["sha256"], "onnx": sha256_file(onnx_path), "method": config.method,
                "activations": config.activations}
@@ -265,7 +260,7 @@ def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_di
         if cache.read() is not None:
             _check_json(cache.path)
         kwargs["calibration_cache_path"] = cache.path
-    excluded = [name for group in config.keep for name in group_nodes(onnx_path, group)]
+    excluded = [name for group in config.keep for name in group_nodes(nodes, group)]
     symmetric = config.activations == "int8"
     with atomic_path(out_path) as tmp, _quiet():
         quantize_static(
@@ -274,7 +269,7 @@ def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_di
             nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[config.method]),
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True}, **kwargs)
         _stamp(tmp, meta, manifest, config)
-    if "calibration_cache_path" in kwargs and os.path.isfile(kwargs["calibration_cache_path"]):
+    if cache is not None and os.path.isfile(cache.path):  # onnxruntime wrote the ranges; now they have a key
         write_json_atomic(cache.key_path, cache.key)
     return out_path
 
@@ -304,17 +299,15 @@ def _check_json(path):
 
 def _stamp(path, meta, manifest, config):
     """Carry the export's metadata over and say how the file was quantized."""
+    from .export import set_metadata
+
     onnx = require("onnx", "pip install 'sanet[onnx]'")
     proto = onnx.load(path)
-    meta = dict(meta, **{
+    set_metadata(proto, dict(meta, **{
         "sanet.precision": "int8", "sanet.quantization": "qdq", "sanet.int8_activations": config.activations,
         "sanet.calibration_method": config.method, "sanet.calibration_sha256": manifest["sha256"],
         "sanet.float_groups": ",".join(config.keep),
-    })
-    del proto.metadata_props[:]
-    for key, value in sorted(meta.items()):
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    }))
     onnx.save(proto, path)
 
 
@@ -322,14 +315,16 @@ def quantize_with_fallback(onnx_path, out_path, manifest, config: QuantizeConfig
                            budget=None, cache_dir=None, limit=None, report=print):
     """Quantize, check parity against ``reference`` (PyTorch FP32); while over budget, keep the next group of
     FALLBACK_ORDER in float and try again. Returns (ParityResult, groups moved to float)."""
-    from .parity import BUDGETS, compare
-    from .runners import OrtRunner
+    from .export import read_nodes
+    from .parity import BUDGETS, MemoRunner, compare
 
     budget = budget or BUDGETS["int8"]
+    reference = MemoRunner(reference)  # PyTorch FP32 predicts each image once, not once per attempt
+    nodes = read_nodes(onnx_path)
+    groups = [g for g in FALLBACK_ORDER if group_nodes(nodes, g)]
     keep, moved = list(config.keep), []
     while True:
-        attempt = QuantizeConfig(config.method, config.activations, config.per_channel, tuple(keep))
-        quantize_qdq(onnx_path, out_path, manifest, attempt, cache_dir)
+        quantize_qdq(onnx_path, out_path, manifest, replace(config, keep=tuple(keep)), cache_dir)
         with OrtRunner(out_path) as candidate:
             result = compare(reference, candidate, dataset, limit=limit, budget=budget, progress=False)
         report("int8 with float groups [{}]: pixel agreement {:.3%}, delta mIoU {} -> {}".format(
@@ -338,7 +333,7 @@ def quantize_with_fallback(onnx_path, out_path, manifest, config: QuantizeConfig
             "PASS" if result.passed else "FAIL"))
         if result.passed:
             return result, moved
-        remaining = [g for g in FALLBACK_ORDER if g not in keep and group_nodes(onnx_path, g)]
+        remaining = [g for g in groups if g not in keep]
         if not remaining:
             os.remove(out_path)
             raise SanetError("INT8 parity budget not met even with every layer group in float ({}): "

@@ -329,12 +329,10 @@ def _triton_onnx(args, model, config, source):
 
 
 def _triton_plan(args, plan, onnx_path, precision):
-    from .engines import read_sidecar
     from .export import io_signature, write_triton_model
 
     inputs, outputs = io_signature(onnx_path)  # the engine keeps the ONNX's names, dims and I/O dtypes
     name = "{}_{}".format(os.path.basename(os.path.splitext(onnx_path)[0]), precision)
-    read_sidecar(plan)
     folder = write_triton_model(args.triton, name, plan, "tensorrt_plan", inputs, outputs, 0)
     return [folder, "-", "triton plan", "static batch"]
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .errors import SanetError, require
-from .fileio import atomic_path, sha256_file, write_json_atomic
+from .fileio import sha256_file, write_bytes_atomic, write_json_atomic
 from .runners import Runner, RunnerInfo
 
 SIDECAR_FORMAT = 1
@@ -200,9 +200,7 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
     from .calibration import CalibrationCache
     from .export import INPUT_NAME, read_metadata
 
-    meta = read_metadata(onnx_path)
-    if "sanet.classes" not in meta:
-        raise SanetError("{} has no sanet metadata: export it with sanet-export".format(onnx_path))
+    meta = read_metadata(onnx_path, required=True)
     if meta.get("sanet.resolution") == "dynamic":
         raise SanetError("{} has dynamic H x W; engines are built per resolution: export with --res H W, "
                          "without --dynamic".format(onnx_path))
@@ -259,15 +257,13 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
     if serialized is None:
         raise SanetError("TensorRT failed to build {} (see its log above); try a larger --workspace".format(out_path))
     seconds = time.perf_counter() - started
-    with atomic_path(out_path) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(bytes(serialized))
-        if cache is not None:
-            _write_bytes(config.timing_cache, bytes(build.get_timing_cache().serialize()))
-        sidecar = make_sidecar(tmp, onnx_path, meta, system_facts(trt), config,
-                               manifest["sha256"] if manifest and not quantized else meta.get("sanet.calibration_sha256"),
-                               seconds, layers)
-    write_json_atomic(sidecar_path(out_path), sidecar)
+    if cache is not None:
+        write_bytes_atomic(config.timing_cache, bytes(build.get_timing_cache().serialize()))
+    write_bytes_atomic(out_path, bytes(serialized))
+    sidecar = make_sidecar(out_path, onnx_path, meta, system_facts(trt), config,
+                           manifest["sha256"] if manifest and not quantized else meta.get("sanet.calibration_sha256"),
+                           seconds, layers)
+    write_json_atomic(sidecar_path(out_path), sidecar)  # an engine without a valid sidecar is refused at load
     return sidecar
 
 
@@ -294,12 +290,6 @@ def _attach_timing_cache(build, path):
         raise SanetError("timing cache {} is corrupt or from another TensorRT: delete it".format(path))
     build.set_timing_cache(cache, False)
     return cache
-
-
-def _write_bytes(path, data):
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
 
 
 def _pin_groups(trt, network, build, groups):
@@ -332,16 +322,11 @@ def _place_on_dla(trt, network, build, core, report):
 def make_calibrator(trt, method, manifest, meta, cache):
     """A TensorRT entropy/min-max calibrator over the manifest's crops, with a manifest-keyed cache."""
     from .calibration import iter_batches
-    from .runners import RunnerInfo as Info
+    from .runners import to_input
 
     base = trt.IInt8EntropyCalibrator2 if method == "entropy" else trt.IInt8MinMaxCalibrator
     batch = int(meta.get("sanet.batch", "1"))
-    info = Info("tensorrt", "int8", "calibration", int(meta["sanet.classes"]),
-                layout=meta.get("sanet.input_layout", "float-nchw"),
-                mean=tuple(float(v) for v in meta["sanet.mean"].split(",")),
-                std=tuple(float(v) for v in meta["sanet.std"].split(",")))
-    preparer = Runner()
-    preparer.info = info
+    info = RunnerInfo.from_metadata(meta, "tensorrt", "calibration", "int8")
 
     class Calibrator(base):
         def __init__(self):
@@ -357,7 +342,7 @@ def make_calibrator(trt, method, manifest, meta, cache):
             images = next(self.batches, None)
             if images is None:
                 return None
-            array = preparer.prepare(images)
+            array = to_input(images, info)
             if self.buffer is None:
                 self.buffer = self.memory.empty(array.shape, array.dtype)
             self.memory.upload(self.buffer, array)
@@ -466,13 +451,10 @@ class TrtRunner(Runner):
         self.input_shape = tuple(self.engine.get_tensor_shape(self.input_name))
         self.input_dtype = trt.nptype(self.engine.get_tensor_dtype(self.input_name))
         meta = sidecar["model"]
-        layout = meta.get("sanet.input_layout", "float-nchw")
-        size = self.input_shape[1:3] if layout == "uint8-nhwc" else self.input_shape[2:4]
-        self.info = RunnerInfo(
-            "tensorrt", sidecar["precision"], "cuda" if sidecar["dla_core"] is None else "dla{}".format(sidecar["dla_core"]),
-            int(meta["sanet.classes"]), input_size=tuple(size), batch=self.input_shape[0], layout=layout,
-            output=meta.get("sanet.output", "logits"), mean=tuple(float(v) for v in meta["sanet.mean"].split(",")),
-            std=tuple(float(v) for v in meta["sanet.std"].split(",")),
+        size = self.input_shape[1:3] if meta.get("sanet.input_layout") == "uint8-nhwc" else self.input_shape[2:4]
+        self.info = RunnerInfo.from_metadata(
+            meta, "tensorrt", "cuda" if sidecar["dla_core"] is None else "dla{}".format(sidecar["dla_core"]),
+            sidecar["precision"], input_size=tuple(size), batch=self.input_shape[0],
             extra={"path": os.fspath(engine), "gpu": sidecar["system"]["gpu"], "tensorrt": sidecar["system"]["tensorrt"]})
         self.graph = self._capture() if cuda_graph else None
 

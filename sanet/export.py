@@ -126,14 +126,25 @@ def _metadata(model, config, source_sha256):
     }
 
 
-def read_metadata(path):
-    """metadata_props of an exported ONNX file as a dict (empty for foreign files)."""
+def read_metadata(path, required=False):
+    """metadata_props of an exported ONNX file as a dict (empty for foreign files, an error if ``required``)."""
     onnx = require("onnx", "pip install 'sanet[onnx]'")
     try:
         model = onnx.load(os.fspath(path), load_external_data=False)
     except Exception as exc:
         raise SanetError("cannot read ONNX file {}: {}".format(path, exc)) from exc
-    return {prop.key: prop.value for prop in model.metadata_props}
+    meta = {prop.key: prop.value for prop in model.metadata_props}
+    if required and "sanet.classes" not in meta:
+        raise SanetError("{} has no sanet metadata: export it with sanet-export".format(path))
+    return meta
+
+
+def set_metadata(proto, meta):
+    """Replace the metadata_props of an ONNX ModelProto with ``meta`` (sorted, so files are reproducible)."""
+    del proto.metadata_props[:]
+    for key, value in sorted(meta.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
 
 
 def read_nodes(path):
@@ -164,15 +175,12 @@ def export_onnx(model, path, config: ExportConfig, source_sha256=None, verify=Tr
         proto = onnx.load(tmp)
         if config.simplify:
             proto = _simplify(proto)
-        for key, value in _metadata(model, config, source_sha256).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
+        set_metadata(proto, _metadata(model, config, source_sha256))
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
         max_diff = verify_onnx(tmp, graph, dummy, config) if verify else None
         for height, width in verify_sizes if verify else ():  # dynamic H x W: check other sizes too
-            other = dataclasses.replace(config, height=height, width=width)
-            check_input_size(height, width)
+            other = dataclasses.replace(config, height=height, width=width)  # validates the size
             max_diff = max(max_diff, verify_onnx(tmp, graph, torch.from_numpy(example_input(model.config, other)), other))
     return max_diff
 

@@ -30,6 +30,12 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def write_bytes_atomic(path, data):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+
 def write_text_atomic(path, text):
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as handle:

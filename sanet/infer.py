@@ -5,6 +5,7 @@ thread (``runner.infer``: the accelerator), and a writer (argmax, colouring, ove
 pre- and post-processing overlap inference and end-to-end FPS approaches compute FPS. Both are reported.
 """
 import glob
+import itertools
 import os
 import queue
 import threading
@@ -242,14 +243,13 @@ def run_video(source, segmenter, out, config: InferConfig, report=print):
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 0.0
     fps_in = fps_in if 1.0 <= fps_in <= 240.0 else 30.0
     path = os.path.join(out, source.name + "_overlay.mp4")
-    state = {"writer": None, "frames": 0, "start": time.perf_counter(), "interrupted": False}
+    state = {"writer": None, "written": 0, "start": time.perf_counter()}
 
     def frames():
-        while config.max_frames is None or state["frames"] < config.max_frames:
+        while True:
             ok, frame = capture.read()
             if not ok:
                 return
-            state["frames"] += 1
             yield np.ascontiguousarray(frame[:, :, ::-1])
 
     def consume(classes, mask, blended, frame):
@@ -257,7 +257,7 @@ def run_video(source, segmenter, out, config: InferConfig, report=print):
             state["writer"] = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps_in, (frame.shape[1], frame.shape[0]))
             if not state["writer"].isOpened():
                 raise SanetError("cannot write video {}: OpenCV has no mp4v encoder here".format(path))
-        state["written"] = state.get("written", 0) + 1
+        state["written"] += 1
         fps = state["written"] / max(1e-9, time.perf_counter() - state["start"])
         bgr = np.ascontiguousarray(blended[:, :, ::-1])
         cv2.putText(bgr, "{:.1f} FPS".format(fps), (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
@@ -265,11 +265,12 @@ def run_video(source, segmenter, out, config: InferConfig, report=print):
         if state["written"] % config.progress_every == 0:
             report("{}: {} frames".format(source.name, state["written"]))
 
+    interrupted = False
     with atomic_path(path) as tmp:
         try:
-            count = _pipeline(frames(), segmenter, consume)
+            count = _pipeline(itertools.islice(frames(), config.max_frames), segmenter, consume)
         except KeyboardInterrupt:
-            state["interrupted"], count = True, state.get("written", 0)
+            interrupted, count = True, state["written"]
         finally:
             capture.release()
             if state["writer"] is not None:
@@ -280,8 +281,8 @@ def run_video(source, segmenter, out, config: InferConfig, report=print):
     e2e = count / max(seconds, 1e-9)
     compute = count / max(segmenter.compute_seconds, 1e-9)
     report("{}: {} frames -> {} ({:.1f} FPS end to end, {:.1f} FPS compute){}".format(
-        source.name, count, path, e2e, compute, " (interrupted)" if state["interrupted"] else ""))
-    if state["interrupted"]:
+        source.name, count, path, e2e, compute, " (interrupted)" if interrupted else ""))
+    if interrupted:
         raise KeyboardInterrupt
     return count, e2e, compute
 

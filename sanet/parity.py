@@ -5,6 +5,7 @@ labels (where labels exist) and their difference, agreement mIoU (candidate vs r
 as if the reference were ground truth), pixel agreement overall and in a band of ``boundary_px``
 pixels around class edges, per-class delta IoU, and max / mean |delta logit| when both give logits.
 """
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
@@ -15,6 +16,7 @@ from .data import import_cv2
 from .errors import SanetError
 from .evaluate import progress_bar
 from .metrics import ConfusionMatrix
+from .runners import Runner
 
 
 @dataclass
@@ -62,6 +64,22 @@ class ParityResult:
         data = asdict(self)
         data["passed"] = self.passed
         return data
+
+
+class MemoRunner(Runner):
+    """Caches a reference runner's predictions per input, so PyTorch FP32 runs once per image and size."""
+
+    def __init__(self, runner):
+        self.runner, self.info, self.cache = runner, runner.info, {}
+
+    def infer(self, inputs):
+        return self.runner.infer(inputs)
+
+    def predict(self, images):
+        key = (images.shape, hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest())
+        if key not in self.cache:
+            self.cache[key] = self.runner.predict(images)
+        return self.cache[key]
 
 
 def boundary_band(class_map, width):

@@ -34,6 +34,28 @@ class RunnerInfo:
     def label(self):
         return "{}-{}-{}".format(self.backend, self.device, self.precision)
 
+    @classmethod
+    def from_metadata(cls, meta, backend, device, precision=None, input_size=None, batch=None, extra=None):
+        """What an exported model expects and yields, from its sanet metadata (ONNX metadata_props or the
+        ``model`` entry of an engine sidecar)."""
+        def floats(text):
+            return tuple(float(v) for v in text.split(","))
+
+        return cls(backend, precision or meta.get("sanet.precision", "fp32"), device, int(meta["sanet.classes"]),
+                   input_size=input_size, batch=batch, layout=meta.get("sanet.input_layout", "float-nchw"),
+                   output=meta.get("sanet.output", "logits"), mean=floats(meta["sanet.mean"]),
+                   std=floats(meta["sanet.std"]), extra=extra or {})
+
+
+def to_input(images, info: RunnerInfo):
+    """uint8 RGB (B, H, W, 3) -> the input array ``info`` describes: as is for uint8-nhwc, else normalised
+    float32 (B, 3, H, W)."""
+    if info.layout == "uint8-nhwc":
+        return np.ascontiguousarray(images)
+    mean = np.asarray(info.mean, np.float32) * 255.0
+    std = np.asarray(info.std, np.float32) * 255.0
+    return np.ascontiguousarray(((images.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2))
+
 
 class Runner:
     """Base class: subclasses set ``info`` and implement ``infer``; ``activate``/``close`` are optional."""
@@ -63,11 +85,7 @@ class Runner:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise SanetError("expected uint8 RGB images of shape (B, H, W, 3), got {} {}".format(images.shape, images.dtype))
         self.check_size(images.shape[0], images.shape[1:3])
-        if self.info.layout == "uint8-nhwc":
-            return np.ascontiguousarray(images)
-        mean = np.asarray(self.info.mean, np.float32) * 255.0
-        std = np.asarray(self.info.std, np.float32) * 255.0
-        return np.ascontiguousarray(((images.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2))
+        return to_input(images, self.info)
 
     def check_size(self, batch, size):
         if self.info.input_size is not None and tuple(size) != tuple(self.info.input_size):
@@ -169,19 +187,13 @@ class OrtRunner(Runner):
         if "sanet.classes" not in meta:
             raise SanetError("{} has no sanet metadata: export it with sanet-export".format(path))
         self.input_name = INPUT_NAME
-        layout = meta.get("sanet.input_layout", "float-nchw")
         shape = inputs[0].shape
-        size = tuple(shape[1:3] if layout == "uint8-nhwc" else shape[2:4])
+        size = tuple(shape[1:3] if meta.get("sanet.input_layout") == "uint8-nhwc" else shape[2:4])
         fixed = all(isinstance(v, int) for v in size)
-        self.info = RunnerInfo(
-            "onnxruntime", precision or meta.get("sanet.precision", "fp32"),
-            providers[0].replace("ExecutionProvider", "").lower(), int(meta["sanet.classes"]),
+        self.info = RunnerInfo.from_metadata(
+            meta, "onnxruntime", providers[0].replace("ExecutionProvider", "").lower(), precision,
             input_size=size if fixed else None, batch=shape[0] if isinstance(shape[0], int) else None,
-            layout=layout, output=meta.get("sanet.output", "logits"),
-            mean=tuple(float(v) for v in meta["sanet.mean"].split(",")),
-            std=tuple(float(v) for v in meta["sanet.std"].split(",")),
-            extra={"path": path, "metadata": meta},
-        )
+            extra={"path": path, "metadata": meta})
 
     def infer(self, inputs):
         inputs = np.asarray(inputs)
