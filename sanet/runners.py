@@ -4,7 +4,14 @@ A runner is a context manager with ``infer(inputs) -> outputs`` on arrays in its
 ``predict(images)`` on uint8 RGB images ``(B, H, W, 3)``, returning the class map ``(B, H, W)`` and the
 logits ``(B, C, H, W)`` when the backend produces them. ``info`` says what it expects and yields.
 Evaluation, parity and the benchmark only ever talk to this contract.
+
+Lifecycle (as in Polygraphy): constructing a runner is cheap (argument checks, ``info``); ``activate()`` loads
+the heavy state (a copy of the PyTorch model on its device/dtype/memory format, an ONNX Runtime session, an
+engine); ``close()`` frees it and is idempotent; ``with runner:`` does both. ``infer`` before ``activate`` is an
+error; ``predict`` activates on first use for one-shot callers (close it, or use ``with``, to free the state).
+A runner never modifies what it is given: the caller's model keeps its device, dtype, memory format and weights.
 """
+import copy
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
@@ -12,19 +19,22 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from .constants import IMAGENET_MEAN, IMAGENET_STD, INPUT_LAYOUTS, Preprocess
 from .errors import SanetError, require
-from .model import IMAGENET_MEAN, IMAGENET_STD, check_input_size
+from .model import check_input_size
+
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
 class RunnerInfo:
     backend: str  # "pytorch", "onnxruntime", "tensorrt"
-    precision: str  # "fp32", "fp16", "int8"
+    precision: str  # "fp32", "fp16", "bf16" (PyTorch only), "int8"
     device: str  # "cpu", "cuda", provider name, GPU name
     num_classes: int
     input_size: Optional[Tuple[int, int]] = None  # fixed (H, W), or None for any multiple of 8
     batch: Optional[int] = None  # fixed batch, or None for any
-    layout: str = "float-nchw"  # or "uint8-nhwc" (normalisation inside the model)
+    layout: str = INPUT_LAYOUTS[0]  # "float-nchw", or "uint8-nhwc" (normalisation inside the model)
     output: str = "logits"  # or "argmax"
     mean: Tuple[float, float, float] = IMAGENET_MEAN
     std: Tuple[float, float, float] = IMAGENET_STD
@@ -34,6 +44,10 @@ class RunnerInfo:
     def label(self):
         return "{}-{}-{}".format(self.backend, self.device, self.precision)
 
+    @property
+    def preprocess(self):
+        return Preprocess(tuple(self.mean), tuple(self.std), self.layout)
+
     @classmethod
     def from_metadata(cls, meta, backend, device, precision=None, input_size=None, batch=None, extra=None):
         """What an exported model expects and yields, from its sanet metadata (ONNX metadata_props or the
@@ -42,7 +56,7 @@ class RunnerInfo:
             return tuple(float(v) for v in text.split(","))
 
         return cls(backend, precision or meta.get("sanet.precision", "fp32"), device, int(meta["sanet.classes"]),
-                   input_size=input_size, batch=batch, layout=meta.get("sanet.input_layout", "float-nchw"),
+                   input_size=input_size, batch=batch, layout=meta.get("sanet.input_layout", INPUT_LAYOUTS[0]),
                    output=meta.get("sanet.output", "logits"), mean=floats(meta["sanet.mean"]),
                    std=floats(meta["sanet.std"]), extra=extra or {})
 
@@ -50,17 +64,15 @@ class RunnerInfo:
 def to_input(images, info: RunnerInfo):
     """uint8 RGB (B, H, W, 3) -> the input array ``info`` describes: as is for uint8-nhwc, else normalised
     float32 (B, 3, H, W)."""
-    if info.layout == "uint8-nhwc":
-        return np.ascontiguousarray(images)
-    mean = np.asarray(info.mean, np.float32) * 255.0
-    std = np.asarray(info.std, np.float32) * 255.0
-    return np.ascontiguousarray(((images.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2))
+    return info.preprocess.to_input(images)
 
 
 class Runner:
-    """Base class: subclasses set ``info`` and implement ``infer``; ``activate``/``close`` are optional."""
+    """Base class: subclasses set ``info`` in ``__init__``, load in ``activate``, free in ``close`` (both calling
+    this class's), and implement ``infer`` (calling ``check_active`` first)."""
 
     info: RunnerInfo
+    active = False
 
     def __enter__(self):
         self.activate()
@@ -71,10 +83,16 @@ class Runner:
         return False
 
     def activate(self):
-        pass
+        self.active = True
+        return self
 
     def close(self):
-        pass
+        self.active = False
+
+    def check_active(self):
+        if not self.active:
+            raise SanetError("{} is not active: use `with runner:` or call runner.activate() before infer".format(
+                self.info.label))
 
     def infer(self, inputs):
         raise NotImplementedError
@@ -97,6 +115,8 @@ class Runner:
 
     def predict(self, images):
         """uint8 RGB (B, H, W, 3) -> (class map (B, H, W) int64, logits (B, C, H, W) float32 or None)."""
+        if not self.active:
+            self.activate()
         outputs = self.infer(self.prepare(images))
         if self.info.output == "argmax":
             return outputs.astype(np.int64), None
@@ -104,28 +124,40 @@ class Runner:
 
 
 class TorchRunner(Runner):
-    """PyTorch eager on CPU or CUDA, fp32 or fp16 (CUDA), optionally channels_last."""
+    """PyTorch eager on a copy of the model: CPU or CUDA; fp32, fp16 (CUDA) or bf16; optionally channels_last."""
 
     def __init__(self, model, device="cpu", precision="fp32", channels_last=False, cuda_graph=False):
-        if precision not in ("fp32", "fp16"):
-            raise SanetError("PyTorch runner supports fp32 and fp16, not {}".format(precision))
+        if precision not in TORCH_DTYPES:
+            raise SanetError("PyTorch runner supports {}, not {}".format(", ".join(TORCH_DTYPES), precision))
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise SanetError("CUDA device requested but torch.cuda is not available: use --device cpu")
         if precision == "fp16" and not device.startswith("cuda"):
             raise SanetError("fp16 PyTorch inference needs a CUDA device (CPU half convolutions are not a fast path)")
         self.device = torch.device(device)
-        self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.model = model.eval().to(self.device, self.dtype)
         if cuda_graph and self.device.type != "cuda":
             raise SanetError("CUDA graphs need a CUDA device")
-        self.cuda_graph, self.graph = cuda_graph, None
+        self.source, self.dtype, self.cuda_graph = model, TORCH_DTYPES[precision], cuda_graph
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.graph = None
         cfg = model.config
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.info = RunnerInfo("pytorch", precision, self.device.type, cfg.num_classes, mean=cfg.mean, std=cfg.std,
                                extra={"device_name": name, "channels_last": channels_last, "cuda_graph": cuda_graph})
+
+    def activate(self):
+        if not self.active:
+            # A deep copy: .eval()/.to() act in place, and the caller's model must stay as it was given.
+            model = copy.deepcopy(self.source).eval().to(self.device, self.dtype)
+            self.model = model.to(memory_format=self.memory_format)
+        return super().activate()
+
+    def close(self):
+        if self.active:
+            self.model = self.graph = None
+            self.static_input = self.static_output = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        super().close()
 
     def synchronize(self):
         if self.device.type == "cuda":
@@ -133,6 +165,7 @@ class TorchRunner(Runner):
 
     @torch.no_grad()
     def infer(self, inputs):
+        self.check_active()
         x = torch.from_numpy(np.asarray(inputs)).to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
         if not self.cuda_graph:
             return self.model(x).float().cpu().numpy()
@@ -157,48 +190,68 @@ class TorchRunner(Runner):
 
 
 class OrtRunner(Runner):
-    """ONNX Runtime on an exported SANet ONNX file; the file's metadata says its layout and classes."""
+    """ONNX Runtime on an exported SANet ONNX file; the file's metadata says its layout and classes.
+
+    Construction reads the file's graph inputs and metadata (no session); ``activate`` creates the session.
+    """
 
     def __init__(self, path, providers=None, precision=None, threads=None):
-        from .export import INPUT_NAME, read_metadata
+        from .export import INPUT_NAME
 
         ort = require("onnxruntime", "pip install 'sanet[onnx]'")
+        onnx = require("onnx", "pip install 'sanet[onnx]'")
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise SanetError("ONNX file not found: {}".format(path))
-        meta = read_metadata(path)
         available = ort.get_available_providers()
-        providers = providers or ["CPUExecutionProvider"]
-        missing = [p for p in providers if p not in available]
+        self.providers = list(providers or ["CPUExecutionProvider"])
+        missing = [p for p in self.providers if p not in available]
         if missing:
             raise SanetError("ONNX Runtime provider {} is not available here (have: {}): install onnxruntime-gpu".format(
                 missing[0], ", ".join(available)))
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(path, options, providers=providers)
-        except Exception as exc:
-            raise SanetError("ONNX Runtime cannot load {}: {}".format(path, str(exc).splitlines()[0][:160])) from exc
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or len(inputs[0].shape) != 4:
+            proto = onnx.load(path, load_external_data=False)
+        except Exception as exc:  # protobuf raises its own types for truncated or foreign files
+            raise SanetError("cannot read ONNX file {}: {} (re-export it with sanet-export)".format(
+                path, str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)) from exc
+        meta = {prop.key: prop.value for prop in proto.metadata_props}
+        initializers = {init.name for init in proto.graph.initializer}
+        inputs = [value for value in proto.graph.input if value.name not in initializers]
+        shape = [d.dim_value if d.HasField("dim_value") else None
+                 for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or len(shape) != 4:
             raise SanetError("{} has inputs {} but a SANet export has one 4-D input named '{}': re-export it with sanet-export".format(
-                path, [(i.name, i.shape) for i in inputs], INPUT_NAME))
+                path, [i.name for i in inputs], INPUT_NAME))
         if "sanet.classes" not in meta:
             raise SanetError("{} has no sanet metadata: export it with sanet-export".format(path))
-        self.input_name = INPUT_NAME
-        shape = inputs[0].shape
+        self.path, self.input_name, self.threads, self.session = path, INPUT_NAME, threads, None
         size = tuple(shape[1:3] if meta.get("sanet.input_layout") == "uint8-nhwc" else shape[2:4])
-        fixed = all(isinstance(v, int) for v in size)
         self.info = RunnerInfo.from_metadata(
-            meta, "onnxruntime", providers[0].replace("ExecutionProvider", "").lower(), precision,
-            input_size=size if fixed else None, batch=shape[0] if isinstance(shape[0], int) else None,
+            meta, "onnxruntime", self.providers[0].replace("ExecutionProvider", "").lower(), precision,
+            input_size=size if None not in size else None, batch=shape[0],
             extra={"path": path, "metadata": meta})
 
+    def activate(self):
+        if not self.active:
+            ort = require("onnxruntime", "pip install 'sanet[onnx]'")
+            options = ort.SessionOptions()
+            if self.threads:
+                options.intra_op_num_threads = self.threads
+            try:
+                self.session = ort.InferenceSession(self.path, options, providers=self.providers)
+            except Exception as exc:
+                raise SanetError("ONNX Runtime cannot load {}: {}".format(self.path, str(exc).splitlines()[0][:160])) from exc
+        return super().activate()
+
+    def close(self):
+        self.session = None
+        super().close()
+
     def infer(self, inputs):
+        self.check_active()
         inputs = np.asarray(inputs)
         expected = np.uint8 if self.info.layout == "uint8-nhwc" else np.float32
         if inputs.dtype != expected or inputs.ndim != 4:
             raise SanetError("{} expects {} {} input, got {} {}".format(
-                self.info.extra["path"], expected.__name__, self.info.layout, inputs.dtype, inputs.shape))
+                self.path, expected.__name__, self.info.layout, inputs.dtype, inputs.shape))
         return self.session.run(None, {self.input_name: inputs})[0]
