@@ -27,6 +27,11 @@ TENSORRT_HINT = ("install TensorRT's Python package (JetPack ships it; on x86 us
                  "and run on an NVIDIA GPU")
 # What must be identical between the build machine and the runtime for a plan file to be valid.
 MUST_MATCH = ("tensorrt", "compute_capability", "machine", "l4t")
+# TensorRT DataType member name -> numpy dtype. Our own table: TensorRT 8.5's ``trt.nptype`` maps BOOL to
+# ``np.bool``, removed in numpy 1.24 (which JetPack 5 images pin), so every call of it raises there.
+NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "UINT8": np.uint8, "INT32": np.int32,
+                "INT64": np.int64, "BOOL": np.bool_}
+DEVICE_MEMORY = ("auto", "torch", "pycuda", "host")
 
 
 @dataclass
@@ -97,10 +102,28 @@ def system_facts(trt=None):
             "machine": platform.machine(), "l4t": l4t_release()}
 
 
-def _gpu():
-    import torch
+def memory_backend():
+    """SANET_DEVICE_MEMORY: auto (torch CUDA, else pycuda), torch, pycuda, or host (numpy buffers; only for
+    TensorRT stand-ins that read host addresses, such as the test simulator)."""
+    choice = os.environ.get("SANET_DEVICE_MEMORY", "auto").strip().lower() or "auto"
+    if choice not in DEVICE_MEMORY:
+        raise SanetError("SANET_DEVICE_MEMORY={} is not one of {}".format(choice, ", ".join(DEVICE_MEMORY)))
+    if choice == "auto":
+        import torch
 
-    if torch.cuda.is_available():
+        return "torch" if torch.cuda.is_available() else "pycuda"
+    return choice
+
+
+def _gpu():
+    backend = memory_backend()
+    if backend == "host":
+        return "host memory (SANET_DEVICE_MEMORY=host)", "host"
+    if backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SanetError("SANET_DEVICE_MEMORY=torch but this torch has no CUDA: install a CUDA build of torch")
         major, minor = torch.cuda.get_device_capability(0)
         return torch.cuda.get_device_name(0), "{}.{}".format(major, minor)
     cuda = require("pycuda.driver", "TensorRT needs a CUDA GPU: install a CUDA build of torch or pycuda")
@@ -146,7 +169,8 @@ def check_engine(engine, system):
     return sidecar
 
 
-def make_sidecar(engine, onnx_path, meta, system, config: EngineConfig, manifest_sha256, seconds, layers=None):
+def make_sidecar(engine, onnx_path, meta, system, config: EngineConfig, manifest_sha256, seconds, layers=None,
+                 unquantized_precision=None):
     height, width = (int(v) for v in meta["sanet.resolution"].split("x"))
     batch = int(meta.get("sanet.batch", "1"))
     layout = meta.get("sanet.input_layout", "float-nchw")
@@ -160,6 +184,8 @@ def make_sidecar(engine, onnx_path, meta, system, config: EngineConfig, manifest
         "build_seconds": round(seconds, 1),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sanet_version": __version__,
         "model": meta, "layers": layers or {},
+        # what layers outside Q/DQ pairs (or INT8 kernels) compute in: "fp32" in strongly typed Q/DQ builds
+        "unquantized_precision": unquantized_precision or ("fp32" if config.precision == "fp32" else "fp16"),
     }
 
 
@@ -209,6 +235,7 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
                          "re-quantize with --qdq-activations int8".format(onnx_path))
     trt = import_tensorrt()
     major = tensorrt_major(trt.__version__)
+    check_parser_rules(onnx_path, trt.__version__)
     quantized = meta.get("sanet.quantization") == "qdq"
     if config.precision == "int8" and not quantized and int8_route(config, trt.__version__, meta) == "qdq":
         raise SanetError("TensorRT {} builds INT8 from a Q/DQ ONNX: run sanet-export with --qdq (done for you by "
@@ -220,6 +247,10 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
     builder = trt.Builder(logger)
     check_platform(config.precision, getattr(builder, "platform_has_fast_fp16", None),
                    getattr(builder, "platform_has_fast_int8", None), builder.num_DLA_cores, config.dla_core, quantized)
+    # TensorRT >= 10 builds a Q/DQ network strongly typed: INT8 where Q/DQ pairs say so and FP32 everywhere
+    # else (the ONNX is FP32), not FP16 as a weakly typed build with the FP16 flag would give. We keep that:
+    # it is the only mode on 11, it is what NVIDIA recommends on 10, and groups kept out of INT8 by the parity
+    # fallback then run at full precision. The sidecar records it as unquantized_precision = "fp32".
     strongly_typed = quantized and major >= 10
     network = builder.create_network(_network_flags(trt, major, strongly_typed))
     parser = trt.OnnxParser(network, logger)
@@ -254,17 +285,38 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
     layers = _place_on_dla(trt, network, build, config.dla_core, report) if config.dla_core is not None else {}
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, build)
+    if calibrator is not None and calibrator.error is not None:
+        # TensorRT logs and swallows exceptions raised in Python calibrator methods and ends calibration early:
+        # an engine calibrated on part of the crops (or none) must not pass silently.
+        raise SanetError("INT8 calibration failed while reading crops ({}: {}): fix the calibration images and "
+                         "rebuild".format(type(calibrator.error).__name__, calibrator.error)) from calibrator.error
     if serialized is None:
         raise SanetError("TensorRT failed to build {} (see its log above); try a larger --workspace".format(out_path))
     seconds = time.perf_counter() - started
-    if cache is not None:
-        write_bytes_atomic(config.timing_cache, bytes(build.get_timing_cache().serialize()))
     write_bytes_atomic(out_path, bytes(serialized))
     sidecar = make_sidecar(out_path, onnx_path, meta, system_facts(trt), config,
                            manifest["sha256"] if manifest and not quantized else meta.get("sanet.calibration_sha256"),
-                           seconds, layers)
+                           seconds, layers, "fp32" if strongly_typed or config.precision == "fp32" else "fp16")
     write_json_atomic(sidecar_path(out_path), sidecar)  # an engine without a valid sidecar is refused at load
+    if cache is not None:  # after the engine: losing the cache only costs the next build time
+        try:
+            write_bytes_atomic(config.timing_cache, bytes(build.get_timing_cache().serialize()))
+        except OSError as exc:
+            report("warning: timing cache {} not saved ({}); the engine is complete".format(config.timing_cache, exc))
     return sidecar
+
+
+def check_parser_rules(onnx_path, version):
+    """Refuse, before a build, an ONNX the parser of this TensorRT release rejects (sanet.trtlint), listing
+    every violation one per line. Skipped when this installation has no sanet.trtlint."""
+    try:
+        from .trtlint import lint, release_for_version
+    except ImportError:
+        return
+    violations = lint(os.fspath(onnx_path), release_for_version(version))
+    if violations:
+        raise SanetError("TensorRT {} cannot build {}: re-export with a supported opset/options\n{}".format(
+            version, onnx_path, "\n".join("  " + str(v) for v in violations)))
 
 
 def _network_flags(trt, major, strongly_typed):
@@ -288,7 +340,8 @@ def _attach_timing_cache(build, path):
     cache = build.create_timing_cache(data)
     if cache is None:
         raise SanetError("timing cache {} is corrupt or from another TensorRT: delete it".format(path))
-    build.set_timing_cache(cache, False)
+    if not build.set_timing_cache(cache, False):
+        raise SanetError("timing cache {} was written by another TensorRT version or GPU: delete it".format(path))
     return cache
 
 
@@ -334,20 +387,25 @@ def make_calibrator(trt, method, manifest, meta, cache):
             self.batches = iter_batches(manifest, batch)
             self.memory = device_memory()
             self.buffer = None
+            self.error = None  # TensorRT swallows exceptions raised here; build_engine re-raises this one
 
         def get_batch_size(self):
             return batch
 
         def get_batch(self, names):
-            images = next(self.batches, None)
-            if images is None:
-                return None
-            array = to_input(images, info)
-            if self.buffer is None:
-                self.buffer = self.memory.empty(array.shape, array.dtype)
-            self.memory.upload(self.buffer, array)
-            self.memory.synchronize()
-            return [self.memory.pointer(self.buffer)]
+            try:
+                images = next(self.batches, None)
+                if images is None:
+                    return None
+                array = to_input(images, info)
+                if self.buffer is None:
+                    self.buffer = self.memory.empty(array.shape, array.dtype)
+                self.memory.upload(self.buffer, array)
+                self.memory.synchronize()
+                return [self.memory.pointer(self.buffer)]
+            except Exception as exc:
+                self.error = exc
+                raise
 
         def read_calibration_cache(self):
             return cache.read()
@@ -392,7 +450,8 @@ class _PycudaMemory:
     """Device buffers through pycuda, for machines whose torch has no CUDA."""
 
     def __init__(self):
-        require("pycuda.autoinit", "install pycuda (or a CUDA build of torch) to run TensorRT engines")
+        # TensorRT runs in the device's primary context; pycuda.autoinit would create a second one.
+        require("pycuda.autoprimaryctx", "install pycuda (or a CUDA build of torch) to run TensorRT engines")
         self.cuda = require("pycuda.driver", "install pycuda")
         self.stream = self.cuda.Stream()
         self.handle = self.stream.handle
@@ -416,47 +475,99 @@ class _PycudaMemory:
         self.stream.synchronize()
 
 
-def device_memory():
-    import torch
+class _HostMemory:
+    """Buffers in host memory (numpy arrays, pointer = their address), chosen with SANET_DEVICE_MEMORY=host.
+    Real TensorRT needs device memory; this serves stand-ins that read host addresses (the test simulator)."""
 
-    return _TorchMemory() if torch.cuda.is_available() else _PycudaMemory()
+    handle = 0
+
+    def empty(self, shape, dtype):
+        return np.empty(tuple(shape), dtype)
+
+    def pointer(self, buffer):
+        return buffer.ctypes.data
+
+    def upload(self, buffer, array):
+        np.copyto(buffer, np.ascontiguousarray(array, buffer.dtype))
+
+    def download(self, buffer):
+        return buffer.copy()
+
+    def synchronize(self):
+        pass
+
+
+def device_memory():
+    """Buffers for TensorRT I/O: SANET_DEVICE_MEMORY picks torch CUDA, pycuda or host (default torch, else pycuda)."""
+    return {"torch": _TorchMemory, "pycuda": _PycudaMemory, "host": _HostMemory}[memory_backend()]()
+
+
+def numpy_dtype(dtype):
+    """TensorRT DataType -> numpy dtype (see NUMPY_DTYPES for why not trt.nptype)."""
+    if dtype.name not in NUMPY_DTYPES:
+        raise SanetError("TensorRT tensor type {} has no numpy equivalent here".format(dtype.name))
+    return np.dtype(NUMPY_DTYPES[dtype.name])
 
 
 class TrtRunner(Runner):
-    """A TensorRT plan file behind the runner contract; refuses engines built for another system."""
+    """A TensorRT plan file behind the runner contract; refuses engines built for another system.
+
+    Construction only checks the sidecar against this system and sets ``info``; ``activate()`` deserializes
+    the engine and allocates its I/O buffers; ``close()`` frees them."""
 
     def __init__(self, engine, cuda_graph=False):
+        self.path = os.fspath(engine)
         trt = import_tensorrt()
-        sidecar = check_engine(engine, system_facts(trt))
+        self.sidecar = check_engine(self.path, system_facts(trt))
+        self.cuda_graph = cuda_graph
+        self.input_shape = tuple(self.sidecar["input"]["shape"])
+        meta = self.sidecar["model"]
+        size = self.input_shape[1:3] if meta.get("sanet.input_layout") == "uint8-nhwc" else self.input_shape[2:4]
+        dla_core = self.sidecar["dla_core"]
+        self.info = RunnerInfo.from_metadata(
+            meta, "tensorrt", "cuda" if dla_core is None else "dla{}".format(dla_core),
+            self.sidecar["precision"], input_size=tuple(size), batch=self.input_shape[0],
+            extra={"path": self.path, "gpu": self.sidecar["system"]["gpu"], "tensorrt": self.sidecar["system"]["tensorrt"]})
+        self.engine = self.context = self.runtime = self.memory = self.graph = None
+        self.buffers = {}
+
+    def activate(self):
+        if self.context is not None:
+            return
+        trt = import_tensorrt()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        with open(engine, "rb") as handle:
+        if self.sidecar["dla_core"] is not None:  # a DLA engine runs on the runtime's core, not the one it was built for
+            self.runtime.DLA_core = int(self.sidecar["dla_core"])
+        with open(self.path, "rb") as handle:
             self.engine = self.runtime.deserialize_cuda_engine(handle.read())
         if self.engine is None:
-            raise SanetError("TensorRT cannot deserialize {}: rebuild it with sanet-export".format(engine))
-        self.context = self.engine.create_execution_context()
-        self.memory = device_memory()
+            raise SanetError("TensorRT cannot deserialize {}: rebuild it with sanet-export".format(self.path))
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
         if inputs != ["images"] or len(outputs) != 1:
+            self.close()
             raise SanetError("{} has inputs {} and outputs {}: expected one 'images' input and one output".format(
-                engine, inputs, outputs))
+                self.path, inputs, outputs))
+        if tuple(self.engine.get_tensor_shape(inputs[0])) != self.input_shape:
+            shape = tuple(self.engine.get_tensor_shape(inputs[0]))
+            self.close()
+            raise SanetError("{} takes {} but its sidecar says {}: rebuild the engine".format(self.path, shape, self.input_shape))
+        self.context = self.engine.create_execution_context()
+        self.memory = device_memory()
         self.input_name, self.output_name = inputs[0], outputs[0]
-        self.buffers = {}
         for name in names:
             shape = tuple(self.engine.get_tensor_shape(name))
-            self.buffers[name] = self.memory.empty(shape, trt.nptype(self.engine.get_tensor_dtype(name)))
+            self.buffers[name] = self.memory.empty(shape, numpy_dtype(self.engine.get_tensor_dtype(name)))
             self.context.set_tensor_address(name, self.memory.pointer(self.buffers[name]))
-        self.input_shape = tuple(self.engine.get_tensor_shape(self.input_name))
-        self.input_dtype = trt.nptype(self.engine.get_tensor_dtype(self.input_name))
-        meta = sidecar["model"]
-        size = self.input_shape[1:3] if meta.get("sanet.input_layout") == "uint8-nhwc" else self.input_shape[2:4]
-        self.info = RunnerInfo.from_metadata(
-            meta, "tensorrt", "cuda" if sidecar["dla_core"] is None else "dla{}".format(sidecar["dla_core"]),
-            sidecar["precision"], input_size=tuple(size), batch=self.input_shape[0],
-            extra={"path": os.fspath(engine), "gpu": sidecar["system"]["gpu"], "tensorrt": sidecar["system"]["tensorrt"]})
-        self.graph = self._capture() if cuda_graph else None
+        self.input_dtype = numpy_dtype(self.engine.get_tensor_dtype(self.input_name))
+        self.graph = self._capture() if self.cuda_graph else None
+
+    def close(self):
+        """Free the context, engine and buffers (idempotent); activate() can load them again."""
+        self.graph = self.context = self.engine = self.runtime = self.memory = None
+        self.buffers = {}
 
     def _capture(self):
         """Record one execution in a CUDA graph; replays skip per-launch CPU overhead (torch buffers only)."""
@@ -472,20 +583,24 @@ class TrtRunner(Runner):
 
     def _execute(self):
         if not self.context.execute_async_v3(self.memory.handle):
-            raise SanetError("TensorRT execution failed for {}".format(self.info.extra["path"]))
+            raise SanetError("TensorRT execution failed for {}".format(self.path))
 
     def synchronize(self):
-        self.memory.synchronize()
+        if self.memory is not None:
+            self.memory.synchronize()
 
     def infer(self, inputs):
+        if self.context is None:
+            raise SanetError("TensorRT runner for {} is not active: use it in a with block or call activate()".format(self.path))
         inputs = np.asarray(inputs)
         if inputs.shape != self.input_shape or inputs.dtype != self.input_dtype:
             raise SanetError("{} expects {} {}, got {} {}".format(
-                self.info.extra["path"], np.dtype(self.input_dtype).name, self.input_shape, inputs.dtype, inputs.shape))
+                self.path, self.input_dtype.name, self.input_shape, inputs.dtype, inputs.shape))
         self.memory.upload(self.buffers[self.input_name], inputs)
         if self.graph is not None:
             with self.memory.torch.cuda.stream(self.memory.stream):
                 self.graph.replay()
         else:
             self._execute()
+        self.memory.synchronize()
         return self.memory.download(self.buffers[self.output_name])
