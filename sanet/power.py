@@ -97,10 +97,10 @@ def _board_and_total(rails, temps):
             else:
                 board = "jetson"
             return board, "input rail " + name, rails[name]
-    if "SYS5V" in rails and "VDDRQ" in rails:
+    if "SYS5V" in rails or "VDDRQ" in rails:
         parts = AGX_XAVIER_RAILS
         board = "agx_xavier"
-    elif "VDD_GPU_SOC" in rails and "VIN_SYS_5V0" in rails:
+    elif "VDD_GPU_SOC" in rails or "VIN_SYS_5V0" in rails:
         parts = AGX_ORIN_RAILS
         board = "agx_orin"
     else:
