@@ -21,12 +21,13 @@ places the six INA3221 channels on the supply *inputs* of the GPU, CPU, SOC, CV 
 (fed from SYS_VIN_HV) and on SYS_VIN_MV (the 5 V input, "SYS5V"); section 5.2 says both inputs come
 from the main supply, so the six are parallel branches and their sum is the module input.
 jetson-stats does the same (github.com/rbonghi/jetson_stats/issues/51, NVIDIA forum thread 81016).
-AGX Orin has no input rail either. Real logs show VDD_CPU_CV (14.3 W) far above VIN_SYS_5V0 (5.0 W),
-so the two core rails are not fed from the 5 V system rail and the three add up without overlap. The
-INA3221 reads VDD_GPU_SOC/VDD_CPU_CV at about 0.8 V (the regulator outputs), so regulator losses are
-not included and the AGX Orin total is a lower bound on module input. VDDQ_VDD2_1V8AO reads 1.8 V:
-DRAM and always-on rails that the module's PMIC derives from the 5 V system rail, so it is kept as a
-rail but left out of the total (the same rule jtop does *not* apply: it sums all four).
+AGX Orin has no input rail either. A public AGX Orin log (github.com/Muxindawang/jetson_dla_tutorial,
+README) shows VDD_CPU_CV at 14.3 W while VIN_SYS_5V0 reads 5.0 W, so the core rails are not fed from
+the 5 V system rail and those three add up without overlap. VDDQ_VDD2_1V8AO (DRAM VDDQ/VDD2 and the
+1.8 V always-on rail) is read as derived from the 5 V system rail by the module's PMIC, so it is kept
+as a rail but left out of the total. That is an inference from the rail names, not a statement found
+in NVIDIA's public text (jtop sums all four): if the rail is a parallel branch after all, the total
+here is low by that rail, 0.3-1.1 W in the logs the tests use.
 Module power excludes the carrier board (USB devices, fan, NVMe) on every board.
 
 Desktop GPUs: NVML power (``nvmlDeviceGetPowerUsage``, the board's own reading) and clock event

@@ -56,9 +56,19 @@ AGX_ORIN_JP7 = (
     "cpu@52.968C/52.968C soc2@48.406C/48.406C soc0@49.531C/49.531C gpu@47.625C/47.625C "
     "VDD_GPU_SOC 5139mW/5139mW/5139mW VDD_CPU_CV 3268mW/3268mW/3268mW VIN_SYS_5V0 5500mW/5500mW/5500mW"
 )
+# AGX Orin 64 GB under a DLA + CPU load (two GPCs, "@[407,407]"):
+# https://github.com/Muxindawang/jetson_dla_tutorial/blob/574948838ec56e186984187c899ebe46c714625c/README.md
+AGX_ORIN_DLA = (
+    "11-21-2025 08:49:48 RAM 13983/62780MB (lfb 424x4MB) SWAP 126/31390MB (cached 0MB) CPU [90%@2201,100%@2201,100%@2201,"
+    "100%@2201,100%@2201,100%@2201,100%@2201,100%@2201,100%@2201,100%@2201,100%@2201,100%@2201] EMC_FREQ 1%@2133 "
+    "GR3D_FREQ 14%@[407,407] VIC_FREQ 115 NVDLA0_FREQ @1600 APE 174 CV0@73.625C CPU@77.281C Tboard@62C SOC2@70C "
+    "Tdiode@62.25C SOC0@69.531C CV1@72.5C GPU@69.125C tj@77.281C SOC1@68.968C CV2@67.25C VDD_GPU_SOC 3150mW/2971mW "
+    "VDD_CPU_CV 14312mW/12415mW VIN_SYS_5V0 4968mW/5048mW VDDQ_VDD2_1V8AO 1091mW/1091mW"
+)
 # AGX Orin, JetPack 5 (dated 01-03-2023) as recorded in jetson_stats' tegrastats emulator:
 # https://github.com/rbonghi/jetson_stats/blob/f41d5cadfeafc3516ff8cb7ddd5712cfa9a78611/tests/tegrastats (line 86).
-# The emulator randomises the CPU/GPU loads ($RANDOM); they are fixed to 0 here, rails/temps/clocks are as recorded.
+# Kept for its "NC" channels and -256C (off) sensors; the emulator randomises the CPU/GPU loads ($RANDOM), fixed
+# to 0 here, while rails, temperatures and clocks are as recorded.
 AGX_ORIN_JP5 = (
     "01-03-2023 16:07:54 RAM 2257/30536MB (lfb 5392x4MB) SWAP 0/15268MB (cached 0MB) CPU [0%@729,0%@729,0%@729,0%@729,"
     "0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729,0%@729] EMC_FREQ 0%@204 GR3D_FREQ 0%@0 GR3D2_FREQ 0%@0 NVJPG1 729 "
@@ -153,11 +163,18 @@ def test_agx_orin_jetpack7_triples_sum_the_three_module_rails():
     assert sample.temps_c == {"cpu": 52.968, "soc2": 48.406, "soc0": 49.531, "gpu": 47.625}
 
 
-def test_agx_orin_jetpack5_leaves_out_the_dram_sub_rail_and_dead_sensors():
-    sample = parse_tegrastats_line(AGX_ORIN_JP5)
+def test_agx_orin_leaves_out_the_dram_sub_rail():
+    sample = parse_tegrastats_line(AGX_ORIN_DLA)
     assert sample.board == "agx_orin" and "VDDQ_VDD2_1V8AO" not in sample.rule
-    assert sample.watts == pytest.approx(2.390 + 0.796 + 3.522)
-    assert sample.rails["VDDQ_VDD2_1V8AO"] == pytest.approx(0.301) and "NC" not in sample.rails
+    assert sample.watts == pytest.approx(3.150 + 14.312 + 4.968)
+    assert sample.rails["VDDQ_VDD2_1V8AO"] == pytest.approx(1.091)
+    assert (sample.gpu_load_pct, sample.gpu_mhz, sample.emc_mhz) == (14, 407, 2133)
+    assert sample.temps_c["tj"] == pytest.approx(77.281) and sample.cpu_mhz == [2201] * 12
+
+
+def test_agx_orin_skips_unconnected_channels_and_dead_sensors():
+    sample = parse_tegrastats_line(AGX_ORIN_JP5)
+    assert sample.watts == pytest.approx(2.390 + 0.796 + 3.522) and "NC" not in sample.rails
     assert "GPU" not in sample.temps_c and "CV0" not in sample.temps_c  # -256C: sensor off
     assert sample.temps_c["tj"] == pytest.approx(41.656)
 
