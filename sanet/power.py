@@ -12,8 +12,8 @@ Xavier NX       VDD_IN, VDD_CPU_GPU_CV, VDD_SOC     VDD_IN (module input)
 Orin NX/Nano    VDD_IN, VDD_CPU_GPU_CV, VDD_SOC     VDD_IN (module input)
 AGX Xavier      GPU, CPU, SOC, CV, VDDRQ, SYS5V     sum of all six (no input rail exists)
 AGX Orin        VDD_GPU_SOC, VDD_CPU_CV,            VDD_GPU_SOC + VDD_CPU_CV + VIN_SYS_5V0
-                VIN_SYS_5V0, VDDQ_VDD2_1V8AO        (VDDQ_VDD2_1V8AO is fed from the 5 V system
-                                                    rail, so adding it would count DRAM twice)
+                VIN_SYS_5V0, VDDQ_VDD2_1V8AO        (VDDQ_VDD2_1V8AO read as a sub-rail of the
+                                                    5 V system rail: not added, see below)
 ==============  ==================================  ==============================================
 
 AGX Xavier: the Jetson AGX Xavier Product Design Guide (DG-09840-001, section 5.6.2, figure 5-14)

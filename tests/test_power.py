@@ -5,6 +5,7 @@ import os
 import stat
 import sys
 import time
+import types
 
 import pytest
 
@@ -376,3 +377,42 @@ def test_sampler_names_the_fix_when_a_requested_source_is_missing(tmp_path, monk
         PowerSampler(source="nvml").start()
     with pytest.raises(SanetError, match="auto, tegrastats, nvml or none"):
         PowerSampler(source="rapl")
+
+
+class _NvmlError(Exception):
+    pass
+
+
+def _driver_like_pynvml(power_mw, reasons, calls):
+    """A stand-in for the pynvml *library* (not for the sampler under test): answers like a driver would,
+    one power reading and one reason mask per call, and records what the sampler asked for."""
+    module = types.ModuleType("pynvml")
+    readings = iter(zip(power_mw, reasons))
+    last = {}
+
+    def read_power(handle):
+        last["power"], last["mask"] = next(readings, (power_mw[-1], reasons[-1]))
+        return last["power"]
+
+    module.NVMLError = _NvmlError
+    module.nvmlInit = lambda: calls.append("init")
+    module.nvmlShutdown = lambda: calls.append("shutdown")
+    module.nvmlDeviceGetHandleByIndex = lambda index: calls.append("handle {}".format(index)) or "gpu-handle"
+    module.nvmlDeviceGetName = lambda handle: b"NVIDIA H100 80GB HBM3"
+    module.nvmlDeviceGetPowerUsage = read_power
+    module.nvmlDeviceGetCurrentClocksEventReasons = lambda handle: last["mask"]
+    return module
+
+
+def test_nvml_polling_thread_converts_mw_and_collects_throttle_reasons(tmp_path, monkeypatch):
+    calls = []
+    power_mw, masks = [250000, 350000, 300000], [0x1, 0x4 | 0x10, 0x1]
+    monkeypatch.setitem(sys.modules, "pynvml", _driver_like_pynvml(power_mw, masks, calls))
+    sampler = PowerSampler(interval_ms=10, tegrastats=str(tmp_path / "no-tegrastats"), gpu_index=1)
+    with sampler:
+        _wait_for(sampler, 3)
+    summary = sampler.summary
+    assert calls[:2] == ["init", "handle 1"] and calls[-1] == "shutdown"
+    assert summary.source == "nvml" and summary.board == "NVIDIA H100 80GB HBM3"
+    assert summary.max_watts == pytest.approx(350.0) and 250.0 < summary.mean_watts < 350.0
+    assert summary.throttled is True and summary.throttle_reasons == ["nvml:sw_power_cap"]
