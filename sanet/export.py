@@ -15,11 +15,11 @@ import torch
 import torch.nn as nn
 
 from . import __version__
+from .constants import INPUT_LAYOUTS, Preprocess
 from .errors import SanetError, require
 from .fileio import atomic_path
 from .model import check_input_size, enable_dynamic_shapes, fold_batchnorm
 
-INPUT_LAYOUTS = ("float-nchw", "uint8-nhwc")
 OUTPUTS = ("logits", "argmax")
 MAX_OPSET_TENSORRT_85 = 17
 INPUT_NAME = "images"
@@ -79,19 +79,20 @@ class DeployGraph(nn.Module):
         super().__init__()
         self.model = model
         self.config = config
-        mean = torch.tensor(model.config.mean, dtype=torch.float32).reshape(1, 3, 1, 1) * 255.0
-        std = torch.tensor(model.config.std, dtype=torch.float32).reshape(1, 3, 1, 1) * 255.0
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+        mean, std = Preprocess(tuple(model.config.mean), tuple(model.config.std)).scale  # (3,) each, 0..255 scale
+        self.register_buffer("mean", torch.from_numpy(mean).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.from_numpy(std).reshape(1, 3, 1, 1), persistent=False)
 
     def forward(self, images):
         if self.config.input_layout == "uint8-nhwc":
-            # (B, H, W, 3) uint8 RGB -> (B, 3, H, W) float, normalised with the model's mean/std.
-            images = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
+            # (B, H, W, 3) uint8 RGB -> float first: TensorRT takes UINT8 only as a network input cast to
+            # float before any other op (8.5's Cast rule; 10/11 have no UINT8 Transpose), then (B, 3, H, W).
+            images = (images.float().permute(0, 3, 1, 2) - self.mean) / self.std
         logits = self.model(images)  # (B, classes, H, W)
         if self.config.output == "argmax":
-            dtype = torch.uint8 if self.model.config.num_classes <= 255 else torch.int32
-            return logits.argmax(dim=1).to(dtype)  # (B, H, W)
+            # (B, H, W) INT32: TensorRT's ArgMax yields INT32 on every release, and 8.5 cannot cast it to
+            # UINT8 (its UINT8 casts need a float input), so the class map leaves the graph as INT32.
+            return logits.argmax(dim=1).to(torch.int32)
         return logits
 
 
@@ -100,11 +101,7 @@ def example_input(model_config, config: ExportConfig, seed=0):
     generator = np.random.default_rng(seed)
     coarse = generator.integers(0, 256, size=(config.batch, config.height // 32 + 1, config.width // 32 + 1, 3))
     image = np.repeat(np.repeat(coarse, 32, axis=1), 32, axis=2)[:, :config.height, :config.width].astype(np.uint8)
-    if config.input_layout == "uint8-nhwc":
-        return image
-    mean = np.asarray(model_config.mean, dtype=np.float32) * 255.0
-    std = np.asarray(model_config.std, dtype=np.float32) * 255.0
-    return np.ascontiguousarray(((image - mean) / std).transpose(0, 3, 1, 2).astype(np.float32))
+    return Preprocess(tuple(model_config.mean), tuple(model_config.std), config.input_layout).to_input(image)
 
 
 def _metadata(model, config, source_sha256):
@@ -183,6 +180,13 @@ def export_onnx(model, path, config: ExportConfig, source_sha256=None, verify=Tr
             other = dataclasses.replace(config, height=height, width=width)  # validates the size
             max_diff = max(max_diff, verify_onnx(tmp, graph, torch.from_numpy(example_input(model.config, other)), other))
     return max_diff
+
+
+def trt_check(path, releases=("8.5", "10", "11")):
+    """Parser-rule lint of an ONNX file per TensorRT release: {release: [one line per violation]} (empty: parses)."""
+    from .trtlint import lint
+
+    return {release: [str(violation) for violation in lint(path, release)] for release in releases}
 
 
 def _simplify(proto):
