@@ -67,7 +67,6 @@ _NOT_A_RAIL = {"NC"}  # unconnected INA3221 channels on AGX Orin ("NC 0mW/0mW")
 
 AGX_XAVIER_RAILS = ("GPU", "CPU", "SOC", "CV", "VDDRQ", "SYS5V")
 AGX_ORIN_RAILS = ("VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0")
-AGX_ORIN_SUBRAILS = ("VDDQ_VDD2_1V8AO",)
 INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
 
 
