@@ -160,6 +160,8 @@ class Rules:
     quantize_outputs: FrozenSet[str]  # QuantizeLinear output types
     quantize_source: str
     uint8_source: str
+    io_types: FrozenSet[str]  # types a network input or output may have
+    io_source: str
     quantized_only: FrozenSet[str] = frozenset()  # types usable only through Q/DQ (10/11)
     attributes: Tuple[AttributeRule, ...] = ()
     constant_inputs: Dict[str, Tuple[int, ...]] = field(default_factory=dict)  # op -> inputs that must be constants
@@ -190,6 +192,7 @@ RULES = {
         ops_source=OPS_85, downcast={"INT64": "INT32", "DOUBLE": "FLOAT"},
         cast_types=frozenset({"FLOAT", "FLOAT16", "INT32", "INT8", "BOOL", "UINT8"}), cast_source=CAST_85,
         quantize_outputs=frozenset({"INT8"}), quantize_source=QUINT8_85, uint8_source=CAST_85,
+        io_types=frozenset({"FLOAT", "FLOAT16", "DOUBLE", "INT8", "UINT8", "INT32", "INT64", "BOOL"}), io_source=TYPES_85,
         attributes=_attribute_rules(OPS_85, newer=False),
         constant_inputs={"CumSum": (1,), "Slice": (3,), "Squeeze": (1,), "Unsqueeze": (1,), "TopK": (1,),
                          "InstanceNormalization": (1, 2)}),
@@ -197,6 +200,7 @@ RULES = {
         release="10", opset=(9, 20), opset_source=OPS_10, types=TYPES_TABLE_10, unsupported=UNSUPPORTED_10,
         ops_source=OPS_10, downcast={"DOUBLE": "FLOAT"}, cast_types=TYPES_TABLE_10["Cast"], cast_source=OPS_10,
         quantize_outputs=_types("I8", "FP8", "I4"), quantize_source=QDQ_10, uint8_source=UINT8_10,
+        io_types=_types("F", "BF", "FP8", "I8", "I4", "U8", "I32", "I64", "B") | {"DOUBLE"}, io_source=OPS_10,
         quantized_only=_types("I8", "FP8", "I4"), attributes=_attribute_rules(OPS_10, newer=True),
         constant_inputs=dict(_REDUCE_AXES, CumSum=(1,), Slice=(3,), Squeeze=(1,), Unsqueeze=(1,), Pad=(3,),
                              Dropout=(2,), OneHot=(1,))),
@@ -204,6 +208,7 @@ RULES = {
         release="11", opset=(9, 25), opset_source=OPSET_11, types=TYPES_TABLE_11, unsupported=UNSUPPORTED_11,
         ops_source=OPS_11, downcast={"DOUBLE": "FLOAT"}, cast_types=TYPES_TABLE_11["Cast"], cast_source=OPS_11,
         quantize_outputs=_types("I8", "FP8", "FP4", "I4"), quantize_source=OPS_11, uint8_source=UINT8_10,
+        io_types=_types("F", "BF", "FP8", "FP4", "I8", "I4", "U8", "I32", "I64", "B") | {"DOUBLE"}, io_source=OPS_11,
         quantized_only=_types("I8", "FP8", "FP4", "I4"), attributes=_attribute_rules(OPS_11, newer=True),
         constant_inputs=dict(_REDUCE_AXES, CumSum=(1,), Squeeze=(1,), Unsqueeze=(1,), Dropout=(2,), OneHot=(1,))),
 }
@@ -327,6 +332,12 @@ def lint(model_or_path, release) -> List[Violation]:
     if opset is not None and not low <= opset <= high:
         found.append(Violation("(model)", "opset", "opset {} is outside the {}..{} TensorRT {} parses".format(
             opset, low, high, rules.release), rules.opset_source))
+    for role, names in (("input", sorted(graph.inputs)), ("output", [value.name for value in graph.graph.output])):
+        for name in names:
+            type_name = graph.type_of(name)
+            if type_name is not None and type_name not in rules.io_types:
+                found.append(Violation(name, role, "network {} type {} is unsupported (TensorRT {} takes {})".format(
+                    role, type_name, rules.release, ", ".join(sorted(rules.io_types))), rules.io_source))
     for node in graph.graph.node:
         found.extend(_node_violations(onnx, graph, rules, node))
     return found

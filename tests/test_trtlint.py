@@ -97,6 +97,12 @@ def cast_chain(*types):
     return graph_model(nodes, [value("x", F)], [value("y", types[-1])])
 
 
+def cast_chain_from(elem_type):
+    """A graph input of ``elem_type`` cast to FLOAT."""
+    node = helper.make_node("Cast", ["x"], ["y"], name="cast", to=F)
+    return graph_model([node], [value("x", elem_type)], [value("y", F)])
+
+
 def resize(opset=17, **attrs):
     node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="resize", **attrs)
     return graph_model([node], [value("x", F)], [value("y", F, (1, 3, 8, 8))],
@@ -226,6 +232,9 @@ CASES = [
     ("maxpool-ok", lambda: max_pool(), {r: OK for r in RELEASES}),
     ("topk-unsorted", lambda: top_k(0), {"8.5": OK, "10": "sorted=0 is unsupported", "11": "sorted=0 is unsupported"}),
     ("topk-sorted", lambda: top_k(1), {r: OK for r in RELEASES}),
+    ("input-uint16", lambda: cast_chain_from(TensorProto.UINT16), {r: "network input type UINT16 is unsupported" for r in RELEASES}),
+    ("input-bf16", lambda: cast_chain_from(TensorProto.BFLOAT16), {"8.5": "network input type BFLOAT16", "10": OK, "11": OK}),
+    ("input-fp16", lambda: cast_chain_from(F16), {r: OK for r in RELEASES}),
 ]
 
 
@@ -311,16 +320,10 @@ def qdq_model(tmp_path_factory, ort):
     return quantize_qdq(fp32, out / "int8.onnx", manifest, QuantizeConfig())
 
 
-def test_qdq_model_has_dequantize_nodes_the_lint_reads(qdq_model):
+@pytest.mark.parametrize("release", RELEASES)
+def test_qdq_model_passes_every_release(qdq_model, release):
     graph = onnx.load(str(qdq_model)).graph
-    dequantize_nodes = [node for node in graph.node if node.op_type == "DequantizeLinear"]
-    assert len(dequantize_nodes) > 20
-    # Every violation the lint can find here is a DequantizeLinear one: the float graph around it is clean.
-    assert all(v.op == "DequantizeLinear" for release in RELEASES for v in lint(qdq_model, release))
-
-
-@pytest.mark.xfail(strict=True, reason="calibration.py still lets ONNX Runtime quantize conv biases to INT32 "
-                                       "(QuantizeBias=False is being set there by another change)")
-@pytest.mark.parametrize("release", ["10", "11"])
-def test_qdq_model_passes_tensorrt_10_and_11(qdq_model, release):
+    initializer_types = {tensor.name: tensor.data_type for tensor in graph.initializer}
+    dequantized = [initializer_types.get(node.input[0]) for node in graph.node if node.op_type == "DequantizeLinear"]
+    assert len(dequantized) > 20 and I32 not in dequantized  # weights quantized, biases left in float
     assert [str(v) for v in lint(qdq_model, release)] == []
