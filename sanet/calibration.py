@@ -13,19 +13,22 @@
 import contextlib
 import hashlib
 import inspect
+import io
 import json
 import logging
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass, replace
 from typing import Tuple
 
 import numpy as np
 
+from .constants import layer_group_prefix
 from .data import IMAGE_EXTENSIONS, import_cv2, read_image
 from .errors import SanetError, require
 from .fileio import atomic_path, sha256_file, write_bytes_atomic, write_json_atomic
-from .runners import OrtRunner, RunnerInfo, to_input
+from .runners import OrtRunner, RunnerInfo
 
 MANIFEST_FORMAT = 1
 CROP_MODES = ("random", "grid")
@@ -54,15 +57,23 @@ class CropConfig:
             raise SanetError("calibration needs at least one batch: --calib-count {} < batch {}".format(self.count, self.batch))
 
 
+def is_label_folder(name):
+    """Folders of label maps, not camera frames: Cityscapes gtFine/gtCoarse, CamVid *annot, labels, label*, gt*."""
+    name = name.lower()
+    return name.startswith(("gt", "label")) or name.endswith("annot")
+
+
 def find_calibration_images(root):
-    """Calibration sources under ``root``: Cityscapes ``leftImg8bit/train`` if present, else every image."""
+    """Calibration sources under ``root``: Cityscapes ``leftImg8bit/train`` if present, else every image found
+    recursively outside label folders (a label map as a calibration frame would skew every range)."""
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise SanetError("calibration folder not found: {} (give a Cityscapes root or an image folder)".format(root))
     cityscapes_train = os.path.join(root, "leftImg8bit", "train")
     base = cityscapes_train if os.path.isdir(cityscapes_train) else root
     files = []
-    for folder, _, names in os.walk(base):
+    for folder, subfolders, names in os.walk(base):
+        subfolders[:] = sorted(d for d in subfolders if not is_label_folder(d))  # pruned in place: not walked
         files.extend(os.path.join(folder, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
     return sorted(os.path.relpath(f, root) for f in files)
 
@@ -206,33 +217,17 @@ class QuantizeConfig:
 
 def group_nodes(node_names, group):
     """The node names that belong to a layer group (the classic exporter names nodes by module path)."""
-    prefix = "/model/{}/".format(group.replace(".", "/"))
+    prefix = layer_group_prefix(group)
     return [name for name in node_names if name.startswith(prefix)]
 
 
-class _Reader:
-    """ONNX Runtime CalibrationDataReader protocol over the manifest's crops, in the model's input layout."""
-
-    def __init__(self, manifest, info, batch):
-        from .export import INPUT_NAME
-
-        self.manifest, self.info, self.batch, self.input_name = manifest, info, batch, INPUT_NAME
-        self.rewind()
-
-    def get_next(self):
-        images = next(self.batches, None)
-        return None if images is None else {self.input_name: to_input(images, self.info)}
-
-    def rewind(self):
-        self.batches = iter_batches(self.manifest, self.batch)
-
-
-def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_dir=None):
+def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_dir=None, report=None):
     """Write a Q/DQ INT8 ONNX of ``onnx_path`` calibrated on the manifest's crops; returns ``out_path``.
 
-    Activation ranges are cached (keyed by model, crops and method) in ``cache_dir`` where this
-    onnxruntime supports ``calibration_cache_path``, so re-quantizing with other layers kept in float
-    does not recalibrate.
+    Activation ranges come from :func:`collect_ranges` (streamed, bounded memory) and are handed to ONNX
+    Runtime's quantizer as its calibration cache; with ``cache_dir`` that file is kept (keyed by model, crops
+    and method), so re-quantizing with other layers kept in float does not recalibrate. Biases stay float
+    (``QuantizeBias=False``): TensorRT 10/11 dequantize only int8/fp8, never the INT32 bias tensors.
     """
     from .export import read_metadata, read_nodes
 
@@ -246,32 +241,197 @@ def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_di
             manifest["resolution"][0], manifest["resolution"][1], onnx_path, resolution))
     if meta.get("sanet.precision", "fp32") != "fp32":
         raise SanetError("{} is already quantized: quantize the FP32 export".format(onnx_path))
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        raise SanetError("this onnxruntime cannot take precomputed activation ranges (no calibration_cache_path): "
+                         "pip install -U onnxruntime")
     nodes = read_nodes(onnx_path)
     unknown = [g for g in config.keep if not group_nodes(nodes, g)]
     if unknown:
         raise SanetError("no layers named {} in {}: groups are {}".format(unknown[0], onnx_path, ", ".join(FALLBACK_ORDER)))
-    reader = _Reader(manifest, RunnerInfo.from_metadata(meta, "onnxruntime", "cpu"), int(meta.get("sanet.batch", "1")))
-    cache, kwargs = None, {}
-    if cache_dir and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
-        key = {"manifest": manifest["sha256"], "onnx": sha256_file(onnx_path), "method": config.method,
-               "activations": config.activations}
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        cache = CalibrationCache(os.path.join(cache_dir, "ort-ranges-{}.json".format(digest)), key)
-        if cache.read() is not None:
-            _check_json(cache.path)
-        kwargs["calibration_cache_path"] = cache.path
     excluded = [name for group in config.keep for name in group_nodes(nodes, group)]
     symmetric = config.activations == "int8"
-    with atomic_path(out_path) as tmp, _quiet():
-        quantize_static(
-            onnx_path, tmp, reader, quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
-            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[config.method]),
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True}, **kwargs)
-        _stamp(tmp, meta, manifest, config)
-    if cache is not None and os.path.isfile(cache.path):  # onnxruntime wrote the ranges; now they have a key
-        write_json_atomic(cache.key_path, cache.key)
+    with contextlib.ExitStack() as stack:
+        folder = cache_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="sanet-calib-"))
+        key = {"manifest": manifest["sha256"], "onnx": sha256_file(onnx_path), "method": config.method,
+               "activations": config.activations, "format": RANGES_FORMAT}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        cache = CalibrationCache(os.path.join(folder, "ort-ranges-{}.json".format(digest)), key)
+        if cache.read() is None:
+            info = RunnerInfo.from_metadata(meta, "onnxruntime", "cpu")
+            batches = (info.preprocess.to_input(images) for images in iter_batches(manifest, int(meta.get("sanet.batch", "1"))))
+            ranges = collect_ranges(onnx_path, batches, config.method, report=report)
+            from onnxruntime.quantization.calibrate import save_tensors_data
+
+            save_tensors_data(ranges, cache.path)
+            write_json_atomic(cache.key_path, cache.key)
+        else:
+            _check_json(cache.path)
+        with atomic_path(out_path) as tmp, _quiet():
+            quantize_static(
+                onnx_path, tmp, None, quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded, calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[config.method]),
+                calibration_cache_path=cache.path,
+                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": False})
+            _stamp(tmp, meta, manifest, config)
     return out_path
+
+
+# ----------------------------------------------------------------------------------------------
+# Streamed range collection. ONNX Runtime's own calibrators keep every intermediate tensor of every crop
+# (entropy/percentile: 4.9 GB of float tensors per 1024x2048 crop, all crops at once) before reducing them.
+# Here the graph is cut into segments of at most SEGMENT_BYTES of produced tensors; each crop runs through the
+# segments in order, and each segment's tensors are folded into running min/max or histograms and dropped.
+
+RANGES_FORMAT = 2  # 2: streamed segments (bumped so caches from ONNX Runtime's own calibrator are not reused)
+SEGMENT_BYTES = 256 * 2 ** 20  # produced float tensors one segment holds at once; peak RSS is ~2-3x this
+# ONNX Runtime's create_calibrator defaults for each method (quantize_static passes no other options here).
+HISTOGRAM_OPTIONS = {
+    "entropy": dict(symmetric=False, num_bins=128, num_quantized_bins=128, percentile=99.999),
+    "percentile": dict(symmetric=True, num_bins=2048, num_quantized_bins=128, percentile=99.999),
+}
+
+
+def _tensor_types(proto):
+    """{tensor name: (elem_type, byte size or 0 when a dimension is symbolic)} after shape inference."""
+    onnx = require("onnx", "pip install 'sanet[onnx]'")
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    found = {}
+    for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in tensor.shape.dim]
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).itemsize if tensor.elem_type else 0
+        found[value.name] = (tensor.elem_type, int(np.prod(dims)) * itemsize)
+    return found
+
+
+def calibrated_tensors(proto, types):
+    """The tensors ONNX Runtime's quantizer wants ranges for (its select_tensors_to_calibrate with all op
+    types): float inputs/outputs of every node that are not initializers."""
+    onnx = require("onnx", "pip install 'sanet[onnx]'")
+    initializers = {init.name for init in proto.graph.initializer}
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    return {name for node in proto.graph.node for name in list(node.input) + list(node.output)
+            if name in types and types[name][0] in floats and name not in initializers}
+
+
+@dataclass
+class _Segment:
+    session: object
+    inputs: list
+    outputs: list
+
+
+def graph_segments(proto, wanted, budget=SEGMENT_BYTES):
+    """Cut ``proto`` (nodes in topological order) into consecutive sub-models whose produced tensors total at most
+    ``budget`` bytes (a single larger node gets its own). Each returns the ``wanted`` tensors it produces and the
+    ones later segments or the graph output need. -> [(ModelProto, input names, output names)]"""
+    require("onnx", "pip install 'sanet[onnx]'")
+    from onnx import helper
+
+    types = _tensor_types(proto)
+    groups, current, size = [], [], 0
+    for node in proto.graph.node:
+        produced = sum(types.get(name, (0, 0))[1] for name in node.output)
+        if current and size + produced > budget:
+            groups.append(current)
+            current, size = [], 0
+        current.append(node)
+        size += produced
+    groups.append(current)
+    initializers = {init.name: init for init in proto.graph.initializer}
+    graph_outputs = [value.name for value in proto.graph.output]
+    segments = []
+    for index, nodes in enumerate(groups):
+        produced = [name for node in nodes for name in node.output if name]
+        own = set(produced)
+        inputs = list(dict.fromkeys(name for node in nodes for name in node.input
+                                    if name and name not in own and name not in initializers))
+        later = {name for group in groups[index + 1:] for node in group for name in node.input}
+        outputs = [name for name in produced if name in wanted or name in later or name in graph_outputs]
+        graph = helper.make_graph(
+            nodes, "segment_{}".format(index),
+            [helper.make_tensor_value_info(name, types[name][0], None) for name in inputs],
+            [helper.make_tensor_value_info(name, types[name][0], None) for name in outputs],
+            [initializers[name] for name in dict.fromkeys(n for node in nodes for n in node.input) if name in initializers])
+        model = helper.make_model(graph, opset_imports=proto.opset_import, ir_version=proto.ir_version)
+        segments.append((model, inputs, outputs))
+    return segments
+
+
+class _RangeAccumulator:
+    """Running min/max (minmax) or ONNX Runtime's HistogramCollector (entropy, percentile), fed one tensor at a time."""
+
+    def __init__(self, method):
+        from onnxruntime.quantization.calibrate import HistogramCollector
+
+        self.method, self.extremes = method, {}
+        self.histograms = None if method == "minmax" else HistogramCollector(
+            method=method, scenario="same", **HISTOGRAM_OPTIONS[method])
+
+    def add(self, name, array):
+        if self.histograms is not None:
+            self.histograms.collect({name: array})
+            return
+        low, high = np.float32(np.nanmin(array)), np.float32(np.nanmax(array))
+        if name in self.extremes:
+            low, high = min(low, self.extremes[name][0]), max(high, self.extremes[name][1])
+        self.extremes[name] = (low, high)
+
+    def result(self):
+        from onnxruntime.quantization import CalibrationMethod
+        from onnxruntime.quantization.calibrate import TensorsData
+
+        method = getattr(CalibrationMethod, _ORT_METHODS[self.method])
+        if self.histograms is None:
+            return TensorsData(method, {name: (np.array(low, np.float32), np.array(high, np.float32))
+                                        for name, (low, high) in self.extremes.items()})
+        return TensorsData(method, self.histograms.compute_collection_result())
+
+
+def collect_ranges(onnx_path, batches, method, budget=SEGMENT_BYTES, report=None):
+    """Activation ranges of an FP32 ONNX over ``batches`` (input arrays in its layout) for ONNX Runtime's
+    quantizer (a TensorsData), streamed: one crop and one graph segment in memory at a time."""
+    onnx = require("onnx", "pip install 'sanet[onnx]'")
+    ort = require("onnxruntime", "pip install 'sanet[onnx]'")
+    from .export import INPUT_NAME
+
+    if method not in METHODS:
+        raise SanetError("unknown calibration method {!r}: use {}".format(method, ", ".join(METHODS)))
+    proto = onnx.load(os.fspath(onnx_path))
+    wanted = calibrated_tensors(proto, _tensor_types(proto))
+    options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = False  # an arena per segment would keep each segment's peak for good
+    segments = []
+    for model, inputs, outputs in graph_segments(proto, wanted, budget):
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        segments.append(_Segment(session, inputs, outputs))
+    del proto
+    last_use = {}
+    for index, segment in enumerate(segments):
+        last_use.update((name, index) for name in segment.inputs)
+    accumulator, count = _RangeAccumulator(method), 0
+    with _quiet():
+        for batch in batches:
+            values = {INPUT_NAME: batch}
+            if INPUT_NAME in wanted:
+                accumulator.add(INPUT_NAME, batch)
+            for index, segment in enumerate(segments):
+                results = segment.session.run(segment.outputs, {name: values[name] for name in segment.inputs})
+                for name, array in zip(segment.outputs, results):
+                    if name in wanted:
+                        accumulator.add(name, array)
+                    if last_use.get(name, -1) > index:
+                        values[name] = array
+                del results
+                for name in [n for n in values if last_use.get(n, -1) <= index]:
+                    del values[name]
+            count += 1
+            if report:
+                report("calibration ({}): crop batch {}".format(method, count))
+        if not count:
+            raise SanetError("no calibration batches: plan at least one batch of crops")
+        return accumulator.result()
 
 
 @contextlib.contextmanager
@@ -279,7 +439,8 @@ def _quiet():
     """Silence the quantizer's generic advice (logged at WARNING on the root logger) and deprecation noise."""
     logging.disable(logging.WARNING)
     try:
-        with warnings.catch_warnings():
+        # HistogramCollector prints its progress; library code here reports through callbacks only.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -316,13 +477,23 @@ def quantize_with_fallback(onnx_path, out_path, manifest, config: QuantizeConfig
     """Quantize, check parity against ``reference`` (PyTorch FP32); while over budget, keep the next group of
     FALLBACK_ORDER in float and try again. Returns (ParityResult, groups moved to float)."""
     from .export import read_nodes
-    from .parity import BUDGETS, MemoRunner, compare
+    from .parity import BUDGETS, MemoRunner
 
     budget = budget or BUDGETS["int8"]
     reference = MemoRunner(reference)  # PyTorch FP32 predicts each image once, not once per attempt
     nodes = read_nodes(onnx_path)
     groups = [g for g in FALLBACK_ORDER if group_nodes(nodes, g)]
     keep, moved = list(config.keep), []
+    with contextlib.ExitStack() as stack:  # ranges are collected once and reused by every attempt
+        cache_dir = cache_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="sanet-calib-"))
+        return _fallback_loop(onnx_path, out_path, manifest, config, reference, dataset, budget, cache_dir, limit,
+                              report, groups, keep, moved)
+
+
+def _fallback_loop(onnx_path, out_path, manifest, config, reference, dataset, budget, cache_dir, limit, report,
+                   groups, keep, moved):
+    from .parity import compare
+
     while True:
         quantize_qdq(onnx_path, out_path, manifest, replace(config, keep=tuple(keep)), cache_dir)
         with OrtRunner(out_path) as candidate:

@@ -11,6 +11,9 @@ from sanet.calibration import (
     CalibrationCache,
     CropConfig,
     QuantizeConfig,
+    collect_ranges,
+    find_calibration_images,
+    graph_segments,
     iter_batches,
     load_crop,
     plan_crops,
@@ -115,8 +118,14 @@ def test_qdq_int8_holds_the_int8_budget_on_synthetic_val(exported, synth_small, 
     quantize_qdq(paths[(128, 256)], out, synth_manifest, QuantizeConfig(activations=activations), cache_dir=tmp_path)
     meta = read_metadata(out)
     assert meta["sanet.precision"] == "int8" and meta["sanet.calibration_sha256"] == synth_manifest["sha256"]
-    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    graph = onnx.load(str(out)).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
+    dequantized = {node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    types = {init.name: init.data_type for init in graph.initializer}
+    # TensorRT 10/11 dequantize int8 only: biases stay float (QuantizeBias=False), no INT32 DequantizeLinear.
+    assert {types[name] for name in dequantized if name in types} == {onnx.TensorProto.INT8}
+    assert any(node.op_type == "Conv" and len(node.input) == 3 and types.get(node.input[2]) == onnx.TensorProto.FLOAT
+               for node in graph.node)
     val = open_dataset(str(synth_small), "cityscapes", "val")
     with OrtRunner(out) as candidate:
         assert candidate.info.precision == "int8"
@@ -191,3 +200,49 @@ def test_auto_fallback_moves_groups_in_order_until_parity_holds(exported, synth_
         assert any(name.startswith(prefix) for name in kept), group
     if "resnet.layer1" not in moved:
         assert not any(name.startswith("/model/resnet/layer1/") for name in kept)  # the rest stays INT8
+
+
+def test_image_discovery_walks_folders_but_skips_label_folders(tmp_path):
+    frame = np.zeros((40, 40, 3), np.uint8)
+    for folder in ("seq1", "seq2/deeper", "gtFine/val", "trainannot", "labels", "label_maps", "GT"):
+        (tmp_path / folder).mkdir(parents=True)
+        write_png(str(tmp_path / folder / "x.png"), frame)
+    assert find_calibration_images(tmp_path) == [os.path.join("seq1", "x.png"), os.path.join("seq2", "deeper", "x.png")]
+
+
+def test_streamed_ranges_match_onnx_runtimes_calibrator(exported, synth_manifest):
+    """Several graph segments, one crop at a time: the same ranges ONNX Runtime's MinMax calibrator finds
+    holding everything, and the same histograms as its entropy calibrator fed crop by crop."""
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+
+    from sanet.runners import RunnerInfo
+
+    _, paths = exported
+    source = str(paths[(128, 256)])
+    info = RunnerInfo.from_metadata(read_metadata(source), "onnxruntime", "cpu")
+    batches = [info.preprocess.to_input(images) for images in iter_batches(synth_manifest, 1)][:4]
+    segments = graph_segments(onnx.load(source), set(), budget=2 << 20)
+    assert len(segments) > 5 and segments[-1][2] == ["logits"]
+    for method, ort_method in (("minmax", CalibrationMethod.MinMax), ("entropy", CalibrationMethod.Entropy)):
+        ours = collect_ranges(source, iter(batches), method, budget=2 << 20)
+        calibrator = create_calibrator(source, None, augmented_model_path=str(paths[(128, 256)]) + ".aug.onnx",
+                                       calibrate_method=ort_method)
+        for batch in batches:
+            calibrator.collect_data(_OneBatch(batch))
+        theirs = calibrator.compute_data()
+        assert set(ours.keys()) == set(theirs.keys()) and len(theirs.keys()) > 100
+        for name in theirs.keys():
+            got = [float(np.ravel(v)[0]) for v in ours[name].range_value]
+            want = [float(np.ravel(v)[0]) for v in theirs[name].range_value]
+            assert got == pytest.approx(want, rel=1e-4, abs=1e-4), (method, name)
+
+
+class _OneBatch:
+    """ONNX Runtime's CalibrationDataReader protocol over a single input batch."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def get_next(self):
+        batch, self.batch = self.batch, None
+        return None if batch is None else {"images": batch}

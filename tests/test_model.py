@@ -15,6 +15,7 @@ from sanet.model import (
     dynamic_pool_matrix,
     dynamic_upsample_matrix,
     fold_batchnorm,
+    generalized_mean_pool,
     nearest_upsample_matrix,
     sce_grid,
     separable_map,
@@ -125,3 +126,32 @@ def test_onnx_export_is_clean_and_matches(variant, size, tmp_path, ort):
         got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
         with torch.no_grad():
             assert relative_error(got, model(x)) <= 1e-4
+
+
+def reference_gem(x, p=3.0, eps=1e-6):
+    """GeM as the reference code (kaigelee/SANet) writes it."""
+    return x.clamp(min=eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 30.0, 1e3])
+def test_rescaled_gem_is_the_reference_function(scale):
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 12, 24) * scale
+    x[0, 0] = -1.0  # a channel with nothing above eps: both give eps
+    assert relative_error(generalized_mean_pool(x), reference_gem(x)) <= 1e-6
+    wide = x.double()
+    assert relative_error(generalized_mean_pool(wide), reference_gem(wide)) <= 1e-12  # an identity, not an approximation
+    grads = []
+    for gem in (generalized_mean_pool, reference_gem):  # training sees the same gradients too
+        leaf = wide.clone().requires_grad_()
+        gem(leaf).sum().backward()
+        grads.append(leaf.grad)
+    assert relative_error(*grads) <= 1e-10
+
+
+def test_rescaled_gem_survives_half_precision_where_the_reference_overflows():
+    x = torch.rand(1, 8, 16, 32) * 100.0  # x^3 up to 1e6 > 65504
+    exact = reference_gem(x.double())
+    half = generalized_mean_pool(x.half()).double()
+    assert torch.isinf(reference_gem(x.half())).any()
+    assert torch.isfinite(half).all() and relative_error(half, exact) <= 2e-3  # FP16 rounding only

@@ -160,3 +160,20 @@ def test_class_count_mismatch(tmp_path):
     save_checkpoint(path, build_model("sanet-tiny", 11, aux_head=False))
     result = cli("export", str(path), "--classes", "19", "-o", str(tmp_path))
     assert result.returncode == 1 and "has 11 classes, not 19" in result.stderr
+
+
+def test_memo_runner_keeps_bounded_uint8_class_maps(exported, synth_small):
+    from sanet.parity import MemoRunner
+
+    model, _ = exported
+    images = [open_dataset(str(synth_small), "cityscapes", "val").load(i)[0][None] for i in range(3)]
+    with TorchRunner(model) as direct:
+        expected = [direct.predict(image)[0] for image in images]
+    one_map = images[0].shape[1] * images[0].shape[2]  # bytes of one uint8 class map
+    with MemoRunner(TorchRunner(model), max_bytes=2 * one_map) as memo:
+        for image, want in zip(images, expected):
+            got, logits = memo.predict(image)
+            assert np.array_equal(got, want) and logits is None
+        assert len(memo.cache) == 2 and all(entry.dtype == np.uint8 for entry in memo.cache.values())
+        assert np.array_equal(memo.predict(images[2])[0], expected[2])  # served from the cache
+    assert not memo.active and not memo.runner.active
