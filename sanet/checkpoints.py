@@ -27,13 +27,30 @@ def _strip_prefixes(state_dict):
 
 def save_checkpoint(path, model, extra=None):
     """Write weights + config atomically. ``.safetensors`` for weights only; ``.pt`` may carry ``extra``
-    training state (optimizer, scheduler, epoch, RNG) made of tensors and plain Python values."""
+    training state (optimizer, scheduler, epoch, RNG) made of tensors and plain Python values.
+
+    The file is read back from its temporary name (safe loader, same keys and config) before it replaces
+    ``path``, so a ``last.pt`` that cannot be resumed never takes the place of a good one.
+    """
     config_json = json.dumps(model.config.to_dict())
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        if str(path).endswith(".safetensors"):
-            if extra:
-                raise SanetError("training state needs a .pt checkpoint, not .safetensors")
+    safetensors = str(path).endswith(".safetensors")
+    if safetensors and extra:
+        raise SanetError("training state needs a .pt checkpoint, not .safetensors")
+
+    def verify(tmp):
+        try:
+            written, config, written_extra = read_checkpoint(tmp)
+        except SanetError as exc:
+            raise SanetError("cannot save checkpoint {}: the written file does not read back with the safe loader ({}); "
+                             "the previous file was left unchanged".format(path, str(exc)[-120:])) from exc
+        if set(written) != set(state) or config is None or config.to_dict() != ModelConfig.from_dict(json.loads(config_json)).to_dict() \
+                or set(written_extra) != set(extra or {}):
+            raise SanetError("cannot save checkpoint {}: the written file does not read back as written (disk full?); "
+                             "the previous file was left unchanged".format(path))
+
+    with atomic_path(path, verify) as tmp:
+        if safetensors:
             from safetensors.torch import save_file
 
             save_file(state, tmp, metadata={CONFIG_KEY: config_json})

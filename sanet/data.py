@@ -12,16 +12,16 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
+from .constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from .errors import SanetError, require
-from .model import CAMVID_CLASSES, CITYSCAPES_CLASSES, IMAGENET_MEAN, IMAGENET_STD
+from .model import CAMVID_CLASSES, CITYSCAPES_CLASSES
 
-IGNORE = 255
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 # Official Cityscapes labelId -> trainId table (cityscapesScripts helpers/labels.py); all others -> 255.
 CITYSCAPES_ID_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
                           25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
-LABEL_TO_TRAIN = np.full(256, IGNORE, dtype=np.uint8)
+LABEL_TO_TRAIN = np.full(256, IGNORE_INDEX, dtype=np.uint8)
 for _label_id, _train_id in CITYSCAPES_ID_TO_TRAIN.items():
     LABEL_TO_TRAIN[_label_id] = _train_id
 TRAIN_TO_LABEL = np.zeros(256, dtype=np.uint8)  # for test-server submissions; ignore -> 0 (unlabeled)
@@ -73,9 +73,30 @@ def write_png(path, array):
     cv2 = import_cv2()
     array = array[:, :, ::-1] if array.ndim == 3 else array  # RGB -> BGR for OpenCV
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(tmp + ".png", np.ascontiguousarray(array)):
-            raise SanetError("cannot write {}".format(path))
-        os.replace(tmp + ".png", tmp)
+        encoded = tmp + ".png"  # OpenCV picks the encoder from the extension
+        try:
+            if not cv2.imwrite(encoded, np.ascontiguousarray(array)):
+                raise SanetError("cannot write {}".format(path))
+            os.replace(encoded, tmp)
+        finally:
+            if os.path.exists(encoded):
+                os.remove(encoded)
+
+
+def is_label_folder(name):
+    """Folders that hold label maps, not camera frames: Cityscapes gtFine/gtCoarse, CamVid trainannot, labels."""
+    name = name.lower()
+    return name.startswith("gt") or name.endswith("annot") or name in ("labels", "label", "masks")
+
+
+def find_images(root, extensions=IMAGE_EXTENSIONS):
+    """Every file under ``root`` (recursively, sorted) whose name ends in ``extensions``, skipping label folders
+    (gtFine, *annot, labels, gt*) and hidden entries (temporary files of interrupted writes among them)."""
+    found = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and not is_label_folder(d))
+        found.extend(os.path.join(folder, n) for n in names if not n.startswith(".") and n.lower().endswith(extensions))
+    return sorted(found)
 
 
 @dataclass
@@ -88,10 +109,11 @@ class Sample:
 class SegmentationDataset(torch.utils.data.Dataset):
     """A list of image/label files; yields raw samples, or the output of ``transform`` when given."""
 
-    def __init__(self, samples: List[Sample], num_classes, class_names, palette, transform=None):
+    def __init__(self, samples: List[Sample], num_classes, class_names, palette, transform=None, unlabelled_skipped=0):
         if not samples:
             raise SanetError("no samples to load")
         self.samples, self.num_classes = samples, num_classes
+        self.unlabelled_skipped = unlabelled_skipped  # frames of the split left out because they have no label
         self.class_names, self.palette = list(class_names), palette
         self.transform = transform
         self.epoch = 0
@@ -124,8 +146,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         if sample.label_kind == "camvid":
             if label.max() > CAMVID_VOID:
                 raise SanetError("{} has values above 11: CamVid labels are 0-10 with 11 = void".format(sample.label))
-            return np.where(label == CAMVID_VOID, IGNORE, label).astype(np.uint8)
-        bad = (label >= self.num_classes) & (label != IGNORE)
+            return np.where(label == CAMVID_VOID, IGNORE_INDEX, label).astype(np.uint8)
+        bad = (label >= self.num_classes) & (label != IGNORE_INDEX)
         if bad.any():
             raise SanetError("{} has trainIds outside 0-{} and 255 (e.g. {}): wrong label file or class count".format(
                 sample.label, self.num_classes - 1, int(label[bad][0])))
@@ -146,7 +168,7 @@ def _need_dir(path, what):
 
 def cityscapes_samples(root, split="val", require_labels=True):
     """Pairs in the official layout; labelIds preferred, labelTrainIds accepted. Unlabelled frames are
-    skipped when ``require_labels`` (evaluation, training) and kept for inference."""
+    skipped when ``require_labels`` (evaluation, training; ``open_dataset`` counts them) and kept for inference."""
     image_dir = os.path.join(root, "leftImg8bit", split)
     _need_dir(image_dir, "Cityscapes split")
     images = sorted(glob.glob(os.path.join(image_dir, "*", "*_leftImg8bit.png")))
@@ -162,8 +184,9 @@ def cityscapes_samples(root, split="val", require_labels=True):
                 samples.append(Sample(image, base + suffix, kind))
                 break
         else:
-            if not require_labels:
-                samples.append(Sample(image, None, "none"))
+            samples.append(Sample(image, None, "none"))
+    if require_labels:
+        samples = [sample for sample in samples if sample.label is not None]
     if not samples:
         raise SanetError("no labelled images under {}: each needs gtFine/{}/<city>/<name>_gtFine_labelIds.png".format(
             image_dir, split))
@@ -190,11 +213,11 @@ def camvid_samples(root, split="val", require_labels=True):
 
 def folder_samples(pattern_or_dir, recursive=True):
     """Images in a folder (recursively) or matching a glob; no labels."""
-    if os.path.isdir(pattern_or_dir):
-        pattern = os.path.join(pattern_or_dir, "**", "*") if recursive else os.path.join(pattern_or_dir, "*")
+    if os.path.isdir(pattern_or_dir) and recursive:
+        images = find_images(pattern_or_dir)
     else:
-        pattern = pattern_or_dir
-    images = sorted(p for p in glob.glob(pattern, recursive=recursive) if p.lower().endswith(IMAGE_EXTENSIONS))
+        pattern = os.path.join(pattern_or_dir, "*") if os.path.isdir(pattern_or_dir) else pattern_or_dir
+        images = sorted(p for p in glob.glob(pattern) if p.lower().endswith(IMAGE_EXTENSIONS))
     if not images:
         raise SanetError("no images found at {} (expected {} files)".format(pattern_or_dir, "/".join(IMAGE_EXTENSIONS)))
     return [Sample(image, None, "none") for image in images]
@@ -206,7 +229,8 @@ def open_dataset(root, dataset="cityscapes", split="val", transform=None, requir
         raise SanetError("dataset root not found: {}".format(root))
     if dataset == "cityscapes":
         samples = cityscapes_samples(root, split, require_labels)
-        return SegmentationDataset(samples, 19, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, transform)
+        skipped = len(cityscapes_samples(root, split, require_labels=False)) - len(samples)
+        return SegmentationDataset(samples, 19, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, transform, skipped)
     if dataset == "camvid":
         samples = camvid_samples(root, split, require_labels)
         return SegmentationDataset(samples, 11, CAMVID_CLASSES, CAMVID_PALETTE, transform)
@@ -220,9 +244,8 @@ def open_dataset(root, dataset="cityscapes", split="val", transform=None, requir
 
 
 def normalize(image, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """uint8 (H, W, 3) RGB -> float32 (3, H, W) normalised tensor."""
-    array = (image.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    """uint8 (H, W, 3) RGB -> float32 (3, H, W) normalised tensor, the runners' preprocessing."""
+    return torch.from_numpy(Preprocess(tuple(mean), tuple(std)).normalize(image))
 
 
 def colour_jitter(image, strength, rng):
@@ -272,7 +295,7 @@ class TrainTransform:
         pad_h, pad_w = max(self.crop[0] - image.shape[0], 0), max(self.crop[1] - image.shape[1], 0)
         if pad_h or pad_w:
             image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)))
-            label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=IGNORE)
+            label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=IGNORE_INDEX)
         return image, label
 
     def _crop(self, image, label, rng, attempts=10):
@@ -281,7 +304,7 @@ class TrainTransform:
             top = int(rng.integers(0, image.shape[0] - height + 1))
             left = int(rng.integers(0, image.shape[1] - width + 1))
             window = label[top:top + height, left:left + width]
-            counts = np.bincount(window[window != IGNORE].ravel(), minlength=1)
+            counts = np.bincount(window[window != IGNORE_INDEX].ravel(), minlength=1)
             if counts.sum() == 0 or counts.max() / counts.sum() < self.max_class_ratio:
                 break
         return image[top:top + height, left:left + width], window

@@ -61,8 +61,22 @@ def predict_full(runner, image, label_hw, scales=(1.0,), flip=False, size=None):
     return total.argmax(dim=0).numpy()
 
 
-def evaluate(runner, dataset, scales=(1.0,), flip=False, size=None, submit_dir=None, limit=None, progress=True):
-    """Evaluate ``runner`` on ``dataset`` (raw samples with labels); returns the metrics summary dict."""
+def frames_message(result):
+    """One line saying which frames the numbers cover, e.g. '2 of 2 labelled frames evaluated; 5 unlabelled skipped'."""
+    text = "{} of {} labelled frames evaluated".format(result["images"], result["labelled_frames"])
+    if result["images"] < result["labelled_frames"]:
+        text += " (--limit)"
+    if result["unlabelled_skipped"]:
+        text += "; {} frames without labels skipped (they have no gtFine *_labelIds.png)".format(result["unlabelled_skipped"])
+    return text
+
+
+def evaluate(runner, dataset, scales=(1.0,), flip=False, size=None, submit_dir=None, limit=None, progress=True, report=None):
+    """Evaluate ``runner`` on ``dataset`` (raw samples with labels); returns the metrics summary dict.
+
+    Besides the metrics it says what they cover: ``images`` (frames evaluated), ``labelled_frames`` and
+    ``unlabelled_skipped`` (frames of the split without labels); ``report`` receives ``frames_message``.
+    """
     if not dataset.has_labels:
         raise SanetError("evaluation needs labels for every image; unlabelled frames are for inference only")
     if runner.info.num_classes != dataset.num_classes:
@@ -77,5 +91,9 @@ def evaluate(runner, dataset, scales=(1.0,), flip=False, size=None, submit_dir=N
         if submit_dir:
             write_png(os.path.join(submit_dir, name), TRAIN_TO_LABEL[prediction.astype(np.uint8)])
     result = matrix.summary(dataset.class_names)
-    result.update({"images": count, "runner": runner.info.label, "scales": list(scales), "flip": flip})
+    result.update({"images": count, "labelled_frames": len(dataset),
+                   "unlabelled_skipped": int(getattr(dataset, "unlabelled_skipped", 0)),
+                   "runner": runner.info.label, "scales": list(scales), "flip": flip})
+    if report is not None:
+        report(frames_message(result))
     return result

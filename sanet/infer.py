@@ -8,6 +8,7 @@ import glob
 import itertools
 import os
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .data import CAMVID_PALETTE, CITYSCAPES_PALETTE, IMAGE_EXTENSIONS, import_cv2, read_image, write_png
+from .data import CAMVID_PALETTE, CITYSCAPES_PALETTE, IMAGE_EXTENSIONS, find_images, import_cv2, read_image, write_png
 from .errors import SanetError
 from .fileio import atomic_path, ensure_writable_dir
 from .model import check_input_size
@@ -40,18 +41,41 @@ class InferConfig:
 class Source:
     kind: str  # "image", "video", "camera", "stream"
     location: str
+    name: str = ""  # output stem relative to the output folder (may contain "/"); unique within one run
 
-    @property
-    def name(self):
-        if self.kind == "camera":
-            return "camera{}".format(self.location)
-        if self.kind == "stream":
-            return "stream"
-        return os.path.splitext(os.path.basename(self.location))[0]
+    def __post_init__(self):
+        self.name = self.name or default_name(self.kind, self.location)
+
+
+def default_name(kind, location):
+    """Output stem for a source given on its own: the file stem, cameraN, or the stream's host and path."""
+    if kind == "camera":
+        return "camera{}".format(location)
+    if kind == "stream":
+        address = location.split("://", 1)[1].split("@")[-1]  # never put credentials into a file name
+        return "stream_" + (re.sub(r"[^A-Za-z0-9.-]+", "_", address).strip("_") or "0")
+    return os.path.splitext(os.path.basename(location))[0]
+
+
+def _glob_base(pattern):
+    """The folder part of a glob before its first wildcard: matches are named relative to it."""
+    parts = []
+    for part in pattern.replace(os.sep, "/").split("/")[:-1]:
+        if glob.has_magic(part):
+            break
+        parts.append(part)
+    return "/".join(parts) or "."
+
+
+def _relative_stem(path, base):
+    """'root/a/x.png' below 'root' -> 'a/x' (a/x.png and b/x.png must not share an output name)."""
+    relative = os.path.relpath(path, base)
+    return os.path.splitext(relative)[0].replace(os.sep, "/")
 
 
 def expand_inputs(inputs: List[str]) -> List[Source]:
-    """Files, folders, globs, camera indices and stream URLs -> sources, in a stable order."""
+    """Files, folders (recursively, label folders skipped), globs, camera indices and stream URLs -> sources,
+    in a stable order, each with an output name no other source of the run shares."""
     sources = []
     for item in inputs:
         if item.isdigit():
@@ -59,30 +83,44 @@ def expand_inputs(inputs: List[str]) -> List[Source]:
         elif item.startswith(STREAM_PREFIXES):
             sources.append(Source("stream", item))
         elif os.path.isdir(item):
-            names = sorted(os.listdir(item))
-            sources.extend(_file_source(os.path.join(item, n)) for n in names if _is_media(n))
+            found = find_images(item, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+            sources.extend(_file_source(path, _relative_stem(path, item)) for path in found)
         elif os.path.isfile(item):
             if not _is_media(item):
                 raise SanetError("{} is neither an image ({}) nor a video ({})".format(
                     item, " ".join(IMAGE_EXTENSIONS), " ".join(VIDEO_EXTENSIONS)))
             sources.append(_file_source(item))
         else:
-            matches = sorted(m for m in glob.glob(item, recursive=True) if _is_media(m))
+            matches = sorted(m for m in glob.glob(item, recursive=True) if _is_media(m) and os.path.isfile(m))
             if not matches:
                 raise SanetError("input not found: {} (give image/video files, folders, globs, a camera index or "
                                  "an rtsp:// URL)".format(item))
-            sources.extend(_file_source(m) for m in matches)
+            sources.extend(_file_source(m, _relative_stem(m, _glob_base(item))) for m in matches)
     if not sources:
-        raise SanetError("no images or videos found in {}".format(" ".join(inputs)))
-    return sources
+        raise SanetError("no images or videos found in {} (looked in subfolders too; label folders such as gtFine "
+                         "are skipped)".format(" ".join(inputs)))
+    return _unique_names(sources)
+
+
+def _unique_names(sources):
+    """Suffix repeated output names (_2, _3, ...): the same file, camera or stream given twice, or equal stems."""
+    taken, unique = set(), []
+    for source in sources:
+        name, number = source.name, 1
+        while name in taken:
+            number += 1
+            name = "{}_{}".format(source.name, number)
+        taken.add(name)
+        unique.append(Source(source.kind, source.location, name))
+    return unique
 
 
 def _is_media(name):
     return name.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
 
 
-def _file_source(path):
-    return Source("video" if path.lower().endswith(VIDEO_EXTENSIONS) else "image", path)
+def _file_source(path, name=""):
+    return Source("video" if path.lower().endswith(VIDEO_EXTENSIONS) else "image", path, name)
 
 
 def palette_for(name, num_classes):
@@ -199,15 +237,16 @@ def _pipeline(frames, segmenter, consume, depth=4):
     return count
 
 
-def run_images(sources, segmenter, out, report=print):
-    """Masks ``NAME_mask.png``, overlays ``NAME_overlay.png`` and class maps ``NAME_classes.png``."""
+def run_images(sources, segmenter, out, report=print, progress_every=25):
+    """Masks ``NAME_mask.png``, overlays ``NAME_overlay.png`` and class maps ``NAME_classes.png``, where NAME
+    mirrors the input's path below the folder given; reports progress and FPS every ``progress_every`` images."""
     written = []
+    names = iter([s.name for s in sources])
+    start = time.perf_counter()
 
     def frames():
         for source in sources:
             yield read_image(source.location)
-
-    names = iter([s.name for s in sources])
 
     def consume(classes, mask, blended, frame):
         name = next(names)
@@ -215,10 +254,17 @@ def run_images(sources, segmenter, out, report=print):
         write_png(os.path.join(out, name + "_overlay.png"), blended)
         write_png(os.path.join(out, name + "_classes.png"), classes)
         written.append(name)
+        if progress_every and len(written) % progress_every == 0 and len(written) < len(sources):
+            report("images: {}/{} ({:.1f} FPS)".format(len(written), len(sources), len(written) / _elapsed(start)))
 
     count = _pipeline(frames(), segmenter, consume)
-    report("{} image(s) -> {}".format(count, out))
+    report("{} image(s) -> {} ({:.1f} FPS end to end, {:.1f} FPS compute)".format(
+        count, out, count / _elapsed(start), count / max(segmenter.compute_seconds, 1e-9)))
     return written
+
+
+def _elapsed(start):
+    return max(time.perf_counter() - start, 1e-9)
 
 
 def open_capture(source):
@@ -294,7 +340,7 @@ def run(sources, runner, config: InferConfig, report=print):
     images = [s for s in sources if s.kind == "image"]
     summary = {"images": [], "videos": {}}
     if images:
-        summary["images"] = run_images(images, segmenter, config.out, report)
+        summary["images"] = run_images(images, segmenter, config.out, report, config.progress_every)
     for source in sources:
         if source.kind != "image":
             segmenter.compute_seconds = 0.0

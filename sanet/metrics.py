@@ -9,11 +9,11 @@ import math
 
 import numpy as np
 
-IGNORE = 255
+from .constants import IGNORE_INDEX
 
 
 class ConfusionMatrix:
-    def __init__(self, num_classes, ignore_index=IGNORE):
+    def __init__(self, num_classes, ignore_index=IGNORE_INDEX):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)  # rows: label, cols: prediction
@@ -50,12 +50,16 @@ class ConfusionMatrix:
         return float(np.diag(self.matrix).sum() / total) if total else float("nan")
 
     def summary(self, class_names):
-        """JSON-ready dict: mIoU, pixel accuracy and per-class IoU (None for absent classes)."""
+        """JSON-ready dict: mIoU, pixel accuracy and per-class IoU (None for absent classes).
+
+        ``per_class_iou`` is a list of {"class", "iou"} in class-id order: a mapping would be re-sorted
+        alphabetically by JSON writers that sort keys.
+        """
         iou = self.per_class_iou()
         return {
             "miou": self.miou(),
             "pixel_accuracy": self.pixel_accuracy(),
-            "per_class_iou": {name: (None if math.isnan(v) else float(v)) for name, v in zip(class_names, iou)},
+            "per_class_iou": [{"class": name, "iou": None if math.isnan(v) else float(v)} for name, v in zip(class_names, iou)],
             "pixels": int(self.matrix.sum()),
         }
 

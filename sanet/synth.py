@@ -187,6 +187,11 @@ def generate_dataset(root, config: SynthConfig, progress=None):
     if config.height % 8 or config.width % 8 or config.height < 64 or config.width < 64:
         raise SanetError("--size {} {}: height and width must be multiples of 8 and at least 64".format(
             config.height, config.width))
+    if config.train < 0 or config.val < 0 or config.train + config.val == 0:
+        raise SanetError("--train {} --val {}: frame counts must be 0 or more, and at least one frame in all".format(
+            config.train, config.val))
+    if config.seed < 0:
+        raise SanetError("--seed {}: use a seed of 0 or more".format(config.seed))
     written = 0
     for split, count in (("train", config.train), ("val", config.val)):
         image_dir = os.path.join(root, "leftImg8bit", split, config.city)

@@ -2,14 +2,20 @@
 
 SGD (momentum 0.9, no weight decay on 1-D parameters), linear warm-up then poly(0.9) per iteration,
 OHEM cross-entropy on the main head plus 0.4 x the auxiliary head. A checkpoint is written atomically
-every epoch (``last.pt``: weights, optimizer, scheduler, epoch, RNG states) and the best by validation
-mIoU (``best.safetensors``); ``--resume`` continues exactly; SIGINT/SIGTERM save and exit.
+every epoch and every ``checkpoint_every`` iterations (``last.pt``: weights, optimizer, scheduler, AMP
+GradScaler, RNG states and the position (epoch, iteration) reached), and the best by validation mIoU
+(``best.safetensors``). ``--resume`` continues at that exact iteration: the epoch's sample order is a
+function of (seed, epoch) and each sample's augmentation of (seed, epoch, index), so the remaining
+batches are exactly those an uninterrupted run would have seen. SIGINT/SIGTERM finish the current
+iteration, save and exit; under DDP the ranks all-reduce a stop flag every iteration, so all stop at
+the same iteration even when only one received the signal.
 """
 import dataclasses
 import logging
 import math
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import List, Optional
@@ -20,7 +26,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .checkpoints import read_checkpoint, save_checkpoint
-from .data import IGNORE, TrainTransform, open_dataset
+from .constants import IGNORE_INDEX
+from .data import TrainTransform, open_dataset
 from .errors import SanetError
 from .evaluate import evaluate, progress_bar
 from .fileio import ensure_writable_dir
@@ -53,6 +60,7 @@ class TrainConfig:
     aux_weight: float = 0.4
     class_balance: bool = False  # ENet-style class weights in the loss (helps short runs learn rare classes)
     val_every: int = 10
+    checkpoint_every: int = 0  # also write last.pt every N iterations inside an epoch (0: at epoch ends only)
     val_limit: Optional[int] = None
     workers: int = 4
     amp: bool = True
@@ -92,7 +100,7 @@ class OhemCrossEntropy(torch.nn.Module):
     """Cross-entropy over the hardest pixels: those whose true-class probability is below ``thresh``,
     and never fewer than ``min_kept`` (the hardest ones) when enough labelled pixels exist."""
 
-    def __init__(self, thresh=0.9, min_kept=131072, ignore_index=IGNORE, class_weights=None):
+    def __init__(self, thresh=0.9, min_kept=131072, ignore_index=IGNORE_INDEX, class_weights=None):
         super().__init__()
         self.loss_thresh = -math.log(thresh)
         self.min_kept, self.ignore_index = min_kept, ignore_index
@@ -183,11 +191,13 @@ class Trainer:
             torch.cuda.amp.GradScaler(enabled=amp)
         weights = class_balance_weights(self.train_set, config.classes) if config.class_balance else None
         self.criterion = OhemCrossEntropy(config.ohem_thresh, config.ohem_min_kept, class_weights=weights)
-        self.start_epoch, self.best_miou, self.history = 0, -1.0, []
+        self.start_epoch, self.start_iteration, self.best_miou, self.history = 0, 0, -1.0, []
+        self.epoch_loss = (0.0, 0)  # (sum, iterations) of the epoch in progress: a resumed epoch's mean stays exact
         if resume:
             self._resume(resume)
         self.net = torch.nn.parallel.DistributedDataParallel(self.model) if self.distributed else self.model
-        self.stop_requested = False
+        self.stop_requested = False  # set by SIGINT/SIGTERM on this rank
+        self.stopped_at = None  # (epoch, iterations done in it) when a stop request ended fit() early
 
     def _world(self):
         return int(os.environ.get("WORLD_SIZE", 1)) if self.distributed else 1
@@ -209,49 +219,94 @@ class Trainer:
         if (config.variant, config.num_classes) != (self.config.variant, self.config.classes):
             raise SanetError("cannot resume {} ({}, {} classes) into a {} run with {} classes: use the same config".format(
                 path, config.variant, config.num_classes, self.config.variant, self.config.classes))
+        epoch, iteration = int(extra.get("resume_epoch", int(extra["epoch"]) + 1)), int(extra.get("resume_iteration", 0))
+        if iteration:
+            # Mid-epoch: the remaining batches are found by position, which needs the same data and batching.
+            saved = [extra.get(key) for key in ("train_samples", "batch_size", "world_size")]
+            now = [len(self.train_set), self.config.batch_size, self._world()]
+            if saved != now:
+                raise SanetError("cannot resume {} mid-epoch: it was saved with {} training images, batch_size {} on {} "
+                                 "process(es), this run has {}, {} on {}: use the same data, batch_size and process count".format(
+                                     path, *(saved + now)))
         self.model.load_state_dict(state, strict=True)
         self.optimizer.load_state_dict(extra["optimizer"])
         self.scheduler.load_state_dict(extra["scheduler"])
-        self.start_epoch, self.best_miou = int(extra["epoch"]) + 1, float(extra["best_miou"])
+        if extra.get("scaler"):
+            self.scaler.load_state_dict(extra["scaler"])
+        self.start_epoch, self.start_iteration, self.best_miou = epoch, iteration, float(extra["best_miou"])
+        self.epoch_loss = (float(extra.get("epoch_loss_sum", 0.0)), int(extra.get("epoch_loss_count", 0)))
         self.history = [dict(zip(("epoch", "loss", "miou"), row)) for row in extra.get("history", [])]
         torch.set_rng_state(extra["rng_torch"])
-        self.log.info("resumed from %s at epoch %d", path, self.start_epoch)
+        if "rng_cuda" in extra and torch.cuda.is_available() and len(extra["rng_cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(list(extra["rng_cuda"]))
+        self.log.info("resumed from %s at epoch %d iteration %d", path, epoch, iteration)
 
-    def _loader(self, epoch):
+    def _loader(self, epoch, start_iteration=0):
+        """Batches of ``epoch`` from ``start_iteration`` on: the epoch's full order, minus the batches already done."""
         self.train_set.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)  # same order when resumed
         if self.distributed:
             sampler = torch.utils.data.distributed.DistributedSampler(self.train_set, seed=self.config.seed, drop_last=True)
             sampler.set_epoch(epoch)
         else:
+            generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)  # same order when resumed
             sampler = torch.utils.data.RandomSampler(self.train_set, generator=generator)
-        return torch.utils.data.DataLoader(self.train_set, batch_size=self.config.batch_size, sampler=sampler,
-                                           num_workers=self.config.workers, drop_last=True,
+        order = list(sampler)[start_iteration * self.config.batch_size:]
+        # An explicit generator seeds the workers, so building a loader never draws from the global torch RNG.
+        workers_seed = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
+        return torch.utils.data.DataLoader(self.train_set, batch_size=self.config.batch_size, sampler=order,
+                                           num_workers=self.config.workers, drop_last=True, generator=workers_seed,
                                            persistent_workers=False, pin_memory=self.device.type == "cuda")
 
-    def save(self, epoch, name="last.pt"):
+    def save(self, epoch, iteration=None, name="last.pt"):
+        """Write the training state at a position: ``iteration`` batches done in ``epoch``, or (None) the epoch complete."""
         if not self.is_main:
             return
-        extra = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "epoch": epoch,
+        resume_epoch, resume_iteration = (epoch + 1, 0) if iteration is None else (epoch, iteration)
+        total, count = (0.0, 0) if iteration is None else self.epoch_loss
+        extra = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict(), "epoch": resume_epoch - 1, "resume_epoch": resume_epoch,
+                 "resume_iteration": resume_iteration, "epoch_loss_sum": total, "epoch_loss_count": count,
+                 "train_samples": len(self.train_set), "batch_size": self.config.batch_size, "world_size": self._world(),
                  "best_miou": self.best_miou, "rng_torch": torch.get_rng_state(),
                  "history": [[h["epoch"], h["loss"], h["miou"]] for h in self.history]}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            extra["rng_cuda"] = torch.cuda.get_rng_state_all()
         save_checkpoint(os.path.join(self.out, name), self.model, extra)
 
     def _handle_signal(self, signum, frame):
         self.stop_requested = True
+        # A second Ctrl-C / SIGTERM acts at once (the checkpoint is written atomically, so nothing is lost but time).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def _agree_to_stop(self):
+        """True on every rank when any rank was asked to stop; called once per iteration by all ranks alike."""
+        if not self.distributed:
+            return self.stop_requested
+        flag = torch.tensor([1.0 if self.stop_requested else 0.0], device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
 
     def fit(self, until_epoch=None):
         """Train to ``config.epochs`` (or stop after ``until_epoch`` epochs, as a resumable pause)."""
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            handlers = {sig: signal.signal(sig, self._handle_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._fit(until_epoch)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+    def _fit(self, until_epoch):
         config, writer = self.config, self._tensorboard()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle_signal)
         for epoch in range(self.start_epoch, min(config.epochs, until_epoch or config.epochs)):
-            loss = self._train_epoch(epoch, writer)
-            if self.stop_requested:
-                # Saved as the previous epoch, so --resume re-runs the interrupted epoch from these weights.
-                self.save(epoch - 1)
-                self.log.info("interrupted in epoch %d: saved %s; --resume re-runs that epoch", epoch,
-                              os.path.join(self.out, "last.pt"))
+            start_iteration, self.start_iteration = self.start_iteration if epoch == self.start_epoch else 0, 0
+            loss, done = self._train_epoch(epoch, start_iteration, writer)
+            if self.stopped_at is not None:
+                self.save(epoch, done)
+                self.log.info("interrupted at epoch %d iteration %d: saved %s; --resume continues from that iteration",
+                              epoch, done, os.path.join(self.out, "last.pt"))
                 return self.history
             miou = None
             if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
@@ -293,11 +348,14 @@ class Trainer:
             return None
         return SummaryWriter(os.path.join(self.out, "tb"))
 
-    def _train_epoch(self, epoch, writer):
+    def _train_epoch(self, epoch, start_iteration, writer):
+        """Run ``epoch`` from batch ``start_iteration``; returns (mean loss of the whole epoch, batches done in it)."""
         self.net.train()
-        total, count = 0.0, 0
-        loader = self._loader(epoch)
+        if start_iteration == 0:
+            self.epoch_loss = (0.0, 0)
+        loader = self._loader(epoch, start_iteration)
         bar = progress_bar(loader, len(loader), "epoch {}/{}".format(epoch + 1, self.config.epochs), self.is_main)
+        done = start_iteration
         for images, labels in bar:
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, enabled=self.scaler.is_enabled()):
@@ -311,16 +369,20 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            total, count = total + loss.item(), count + 1
-            step = epoch * self.iters_per_epoch + count
+            done += 1
+            self.epoch_loss = (self.epoch_loss[0] + loss.item(), self.epoch_loss[1] + 1)
+            step = epoch * self.iters_per_epoch + done
             if writer:
                 writer.add_scalar("train/loss", loss.item(), step)
                 writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], step)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss="{:.3f}".format(loss.item()), lr="{:.4f}".format(self.optimizer.param_groups[0]["lr"]))
-            if self.stop_requested:
+            if self._agree_to_stop():
+                self.stopped_at = (epoch, done)
                 break
-        return total / max(1, count)
+            if self.config.checkpoint_every and done % self.config.checkpoint_every == 0 and done < len(loader) + start_iteration:
+                self.save(epoch, done)
+        return self.epoch_loss[0] / max(1, self.epoch_loss[1]), done
 
     def validate(self):
         runner = TorchRunner(self.model, str(self.device))

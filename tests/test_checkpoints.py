@@ -32,6 +32,21 @@ def test_round_trip_rebuilds_model_from_file_alone(tmp_path, suffix):
         assert torch.equal(loaded(x), model(x))
 
 
+class Opaque:
+    """A value torch.save pickles but the safe loader (weights_only=True) refuses."""
+
+
+def test_checkpoint_that_does_not_read_back_never_replaces_a_good_one(tmp_path):
+    path = tmp_path / "last.pt"
+    good = perturbed(build_model("sanet-tiny", 11)).eval()
+    save_checkpoint(path, good, {"epoch": 3})
+    before = path.read_bytes()
+    with pytest.raises(SanetError, match="cannot save checkpoint .*last.pt: the written file does not read back"):
+        save_checkpoint(path, perturbed(build_model("sanet-tiny", 11)), {"epoch": 4, "optimizer": Opaque()})
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert read_checkpoint(path)[2] == {"epoch": 3}
+
+
 @pytest.mark.parametrize("wrap", ["raw", "state_dict", "module"])
 def test_reference_format_state_dict_loads(tmp_path, wrap):
     model = perturbed(build_model("sanet", 19)).eval()

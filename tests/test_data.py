@@ -2,12 +2,13 @@
 import numpy as np
 import pytest
 
+from sanet.constants import IGNORE_INDEX
 from sanet.data import (
     CITYSCAPES_PALETTE,
-    IGNORE,
     LABEL_TO_TRAIN,
     TrainTransform,
     cityscapes_samples,
+    find_images,
     folder_samples,
     open_dataset,
     read_image,
@@ -31,11 +32,13 @@ def test_real_cityscapes_lists_labelled_and_unlabelled_frames(real_data):
     assert [s.label_kind for s in labelled] == ["trainIds", "trainIds"]
     everything = cityscapes_samples(root, "val", require_labels=False)
     assert len(everything) == 7 and sum(s.label is None for s in everything) == 5  # color-only frame counts as unlabelled
+    assert open_dataset(root, "cityscapes", "val").unlabelled_skipped == 5
+    assert open_dataset(root, "cityscapes", "val", require_labels=False).unlabelled_skipped == 0
     dataset = open_dataset(root, "cityscapes", "train")
     for index in range(len(dataset)):
         image, label, _ = dataset.load(index)
         assert image.shape == (1024, 2048, 3) and label.shape == (1024, 2048)
-        assert set(np.unique(label)) <= set(range(19)) | {IGNORE}
+        assert set(np.unique(label)) <= set(range(19)) | {IGNORE_INDEX}
 
 
 def test_real_mini_label_ids_map_to_train_ids(real_data):
@@ -52,7 +55,16 @@ def test_real_camvid_pairs(real_data):
         dataset = open_dataset(str(real_data / "camvid"), "camvid", split)
         assert len(dataset) == count and dataset.num_classes == 11
         image, label, _ = dataset.load(0)
-        assert image.shape == (360, 480, 3) and set(np.unique(label)) <= set(range(11)) | {IGNORE}
+        assert image.shape == (360, 480, 3) and set(np.unique(label)) <= set(range(11)) | {IGNORE_INDEX}
+
+
+def test_find_images_walks_subfolders_and_skips_label_folders(real_data):
+    camvid = find_images(str(real_data / "camvid"))
+    assert len(camvid) == 3 + 2 + 3 and not any("annot" in path for path in camvid)
+    cityscapes = find_images(str(real_data / "cityscapes"))
+    assert len(cityscapes) == len(list((real_data / "cityscapes" / "leftImg8bit").rglob("*.png"))) >= 9
+    assert all("/leftImg8bit/" in path.replace("\\", "/") for path in cityscapes) and cityscapes == sorted(cityscapes)
+    assert [s.image for s in folder_samples(str(real_data / "camvid"))] == camvid
 
 
 def test_real_demo_images_decode_as_rgb(real_data):
@@ -68,7 +80,17 @@ def test_synthetic_set_loads_with_many_classes(synth_root):
         image, label, _ = dataset.load(index)
         assert image.shape == (128, 256, 3) and label.shape == (128, 256)
         classes |= set(np.unique(label).tolist())
-    assert len(classes - {IGNORE}) >= 12
+    assert len(classes - {IGNORE_INDEX}) >= 12
+
+
+@pytest.mark.parametrize("config,message", [(SynthConfig(64, 128, train=-3), "--train -3 --val 50: frame counts"),
+                                            (SynthConfig(64, 128, train=0, val=0), "at least one frame"),
+                                            (SynthConfig(64, 128, seed=-1), "--seed -1"),
+                                            (SynthConfig(60, 128), "multiples of 8")])
+def test_synthetic_generation_rejects_impossible_settings_before_writing(tmp_path, config, message):
+    with pytest.raises(SanetError, match=message):
+        generate_dataset(str(tmp_path / "synth"), config)
+    assert not (tmp_path / "synth").exists()
 
 
 def test_synthetic_generation_is_deterministic_per_seed(tmp_path):
@@ -101,7 +123,7 @@ def test_augmentation_moves_image_and_label_together(synth_root):
         rng = np.random.default_rng(trial)
         out_image, out_label = transform(image, label, rng)
         decoded, out_label = decode(out_image, transform), out_label.numpy()
-        valid = out_label != IGNORE
+        valid = out_label != IGNORE_INDEX
         # Interior pixels (no class edge in a 3x3 window) must show their own label's colour.
         expected = colour_coded(np.where(valid, out_label, 0).astype(np.uint8))
         match = np.all(np.abs(decoded.astype(int) - expected.astype(int)) <= 2, axis=2)

@@ -6,13 +6,14 @@ import sys
 
 import numpy as np
 import pytest
-import tomllib
 from conftest import REPO
 
 from sanet.data import CITYSCAPES_PALETTE, import_cv2, read_image, write_png
+from sanet.errors import SanetError
 from sanet.export import io_signature
 from sanet.infer import InferConfig, expand_inputs, run
-from sanet.runners import OrtRunner
+from sanet.model import build_model
+from sanet.runners import OrtRunner, TorchRunner
 
 
 def infer_cli(*argv):
@@ -59,6 +60,68 @@ def test_images_give_palette_masks_equal_to_the_runner_prediction(exported, val_
             classes, _ = runner.predict(read_image(source.location)[None])
             assert np.array_equal(mask, CITYSCAPES_PALETTE[classes[0]])
             assert (tmp_path / (source.name + "_overlay.png")).is_file()
+
+
+def write_cityscapes_tree(root, cities=("a", "b")):
+    """Same-named frames in two cities plus label folders that must never be taken for frames."""
+    cv2 = import_cv2()
+    rng = np.random.default_rng(0)
+    for city in cities:
+        for folder, name in (("leftImg8bit", "x_leftImg8bit.png"), ("gtFine", "x_gtFine_labelIds.png")):
+            (root / folder / "val" / city).mkdir(parents=True)
+            assert cv2.imwrite(str(root / folder / "val" / city / name), rng.integers(0, 256, (64, 128, 3), dtype=np.uint8))
+    for folder in ("valannot", "labels"):
+        (root / folder).mkdir()
+        assert cv2.imwrite(str(root / folder / "y.png"), np.zeros((64, 128), np.uint8))
+    (root / "leftImg8bit" / "val" / "a" / ".tmp-half.png").write_bytes(b"interrupted write")
+
+
+def test_folder_walks_subfolders_skips_labels_and_mirrors_paths(tmp_path):
+    root = tmp_path / "cityscapes"
+    write_cityscapes_tree(root)
+    sources = expand_inputs([str(root)])
+    assert [(s.kind, s.name) for s in sources] == [("image", "leftImg8bit/val/a/x_leftImg8bit"),
+                                                   ("image", "leftImg8bit/val/b/x_leftImg8bit")]
+    globbed = expand_inputs([str(root / "leftImg8bit" / "val" / "*" / "*.png")])
+    assert [s.name for s in globbed] == ["a/x_leftImg8bit", "b/x_leftImg8bit"]
+    explicit = expand_inputs([str(root / "leftImg8bit" / "val" / c / "x_leftImg8bit.png") for c in "ab"])
+    assert [s.name for s in explicit] == ["x_leftImg8bit", "x_leftImg8bit_2"]
+    messages = []
+    model = build_model("sanet-tiny", 19, aux_head=False)
+    summary = run(sources, TorchRunner(model), InferConfig(str(tmp_path / "out"), progress_every=1), report=messages.append)
+    assert summary["images"] == [s.name for s in sources]
+    for source in sources:
+        for kind in ("mask", "overlay", "classes"):
+            assert (tmp_path / "out" / (source.name + "_" + kind + ".png")).is_file()
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*.png")) == sorted(
+        "x_leftImg8bit_{}.png".format(k) for k in ("mask", "overlay", "classes") for _ in "ab")
+    assert re.fullmatch(r"images: 1/2 \([\d.]+ FPS\)", messages[0]), messages
+    assert re.fullmatch(r"2 image\(s\) -> .* \([\d.]+ FPS end to end, [\d.]+ FPS compute\)", messages[-1]), messages
+    (tmp_path / "empty" / "gtFine").mkdir(parents=True)
+    with pytest.raises(SanetError, match="no images or videos found"):
+        expand_inputs([str(tmp_path / "empty")])
+
+
+def test_cli_on_a_cityscapes_root_writes_every_frame(exported, tmp_path):
+    _, paths = exported
+    root = tmp_path / "cityscapes"
+    write_cityscapes_tree(root)
+    result = infer_cli(str(root), "--onnx", str(paths[(128, 256)]), "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    for city in "ab":
+        assert (tmp_path / "out" / "leftImg8bit" / "val" / city / "x_leftImg8bit_mask.png").is_file()
+    assert "2 image(s) ->" in result.stdout and "FPS end to end" in result.stdout
+    assert not list((tmp_path / "out").rglob(".tmp-*"))
+
+
+def test_cameras_and_streams_get_distinct_names_without_credentials():
+    sources = expand_inputs(["0", "0", "1", "rtsp://user:secret@cam1.local:554/live", "rtsp://cam2.local/live",
+                             "rtsp://cam2.local/live"])
+    names = [s.name for s in sources]
+    assert names == ["camera0", "camera0_2", "camera1", "stream_cam1.local_554_live", "stream_cam2.local_live",
+                     "stream_cam2.local_live_2"]
+    assert [s.kind for s in sources] == ["camera"] * 3 + ["stream"] * 3
+    assert sources[3].location == "rtsp://user:secret@cam1.local:554/live"
 
 
 def test_video_gives_an_overlay_video_with_every_frame(exported, val_images, tmp_path):
@@ -142,6 +205,8 @@ def test_dockerfiles_install_the_extras_the_readme_names():
     readme = (REPO / "README.md").read_text()
     docker_section = readme[readme.index("## Docker"):]
     named = re.search(r"sanet\[([a-z,]+)\]", docker_section).group(1).split(",")
+    # tomllib is Python 3.11+; the package supports 3.8, where tomli is the same parser.
+    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     for dockerfile in ("Dockerfile.l4t", "Dockerfile.x86"):
         text = (REPO / "docker" / dockerfile).read_text()

@@ -1,4 +1,5 @@
 """Metrics against hand-computed matrices and the official cityscapesScripts evaluator."""
+import json
 import math
 
 import numpy as np
@@ -18,15 +19,32 @@ def test_hand_computed_confusion_matrix():
     assert math.isnan(iou[3])  # absent from labels and predictions: reported, not averaged
     assert cm.miou() == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
     assert cm.pixel_accuracy() == pytest.approx(4 / 6)
-    assert cm.summary(["a", "b", "c", "d"])["per_class_iou"]["d"] is None
+    rows = cm.summary(["road", "car", "bus", "absent"])["per_class_iou"]
+    assert [row["class"] for row in rows] == ["road", "car", "bus", "absent"]  # class order, not alphabetical
+    assert rows[0]["iou"] == pytest.approx(1 / 3) and rows[3]["iou"] is None
+
+
+def test_summary_keeps_class_order_through_sorted_json(tmp_path):
+    from sanet.fileio import write_json_atomic
+
+    names = ["road", "sidewalk", "building", "bicycle"]
+    cm = ConfusionMatrix(4).update(np.array([0, 1, 2, 3]), np.array([0, 1, 2, 3]))
+    write_json_atomic(tmp_path / "eval.json", cm.summary(names))
+    assert [row["class"] for row in json.loads((tmp_path / "eval.json").read_text())["per_class_iou"]] == names
 
 
 def test_split_is_accumulated_not_averaged_per_image():
+    images = [(np.array([0, 0, 0, 0]), np.array([0, 0, 0, 1])),  # image 1: the one class-1 pixel missed
+              (np.array([1, 1, 1, 1]), np.array([1, 1, 1, 1]))]  # image 2: all class 1, perfect
     cm = ConfusionMatrix(2)
-    cm.update(np.array([0, 0, 0, 0]), np.array([0, 0, 0, 1]))  # image 1: class 1 missed
-    cm.update(np.array([1]), np.array([1]))  # image 2: perfect
-    assert cm.per_class_iou()[1] == pytest.approx(1 / 2)  # per-image mean would give (0 + 1) / 2 as well, so:
-    assert cm.per_class_iou()[0] == pytest.approx(3 / 4)
+    for prediction, label in images:
+        cm.update(prediction, label)
+    # One matrix over the split: class 0 TP 3 FP 1 -> 3/4; class 1 TP 4 FN 1 -> 4/5.
+    assert cm.per_class_iou().tolist() == pytest.approx([3 / 4, 4 / 5])
+    assert cm.miou() == pytest.approx((3 / 4 + 4 / 5) / 2)
+    per_image = [ConfusionMatrix(2).update(p, label).miou() for p, label in images]
+    assert per_image == pytest.approx([3 / 8, 1.0])  # a per-image mean would report 0.6875, not 0.775
+    assert cm.miou() != pytest.approx(float(np.mean(per_image)))
 
 
 def test_submission_mapping_round_trips():
