@@ -301,7 +301,7 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
     if cache is not None:  # after the engine: losing the cache only costs the next build time
         try:
             write_bytes_atomic(config.timing_cache, bytes(build.get_timing_cache().serialize()))
-        except OSError as exc:
+        except (OSError, SanetError) as exc:
             report("warning: timing cache {} not saved ({}); the engine is complete".format(config.timing_cache, exc))
     return sidecar
 

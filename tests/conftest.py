@@ -76,3 +76,37 @@ def exported(trained, tmp_path_factory, ort):
         paths[(height, width)] = out / "sanet_{}x{}.onnx".format(height, width)
         export_onnx(model, paths[(height, width)], ExportConfig(height, width), source_sha256="test")
     return model, paths
+
+
+def _trt_api_params():
+    import trtsim
+
+    files = trtsim.api_files()
+    return [pytest.param(path, id=path.stem) for path in files] or [pytest.param(None, id="no-tensorrt-api")]
+
+
+@pytest.fixture(scope="session", params=_trt_api_params())
+def trt_api(request):
+    """One TensorRT API listing (SANET_TRT_API: a file or folder; default ../shared/docs/tensorrt-api)."""
+    if request.param is None:
+        import trtsim
+
+        pytest.skip("no TensorRT API listing: {} is absent and SANET_TRT_API is unset".format(trtsim.API_DIR))
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def trt_session(trt_api):
+    """A session-wide simulation of ``trt_api`` (shared by the session-scoped engine fixtures)."""
+    import trtsim
+
+    return trtsim.simulate(trt_api)
+
+
+@pytest.fixture()
+def trt_sim(trt_session):
+    """The simulated ``tensorrt`` in sys.modules and host-memory I/O buffers, both undone afterwards."""
+    import trtsim
+
+    with trtsim.installed(trt_session):
+        yield trt_session

@@ -1,8 +1,11 @@
 """TensorRT engines: provenance sidecars, system checks and route choices on CPU; real builds where TensorRT exists."""
 import json
+import pathlib
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from sanet.engines import (
@@ -180,3 +183,430 @@ def test_engine_build_and_parity_on_gpu(tensorrt_gpu, exported, synth_small, tmp
     with TrtRunner(str(plan)) as runner:
         result = compare(TorchRunner(model), runner, open_dataset(str(synth_small), "cityscapes", "val"), progress=False)
     assert result.passed, result.failures
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Every engine path under the TensorRT simulator (tests/trtsim.py), once per API listing (SANET_TRT_API).
+# ------------------------------------------------------------------------------------------------------------
+SIM_SIZE = (64, 128)
+
+
+@pytest.fixture(scope="session")
+def small_onnx(synth_small, ort, tmp_path_factory):
+    """A seeded random-init SANet as FP32 ONNX at 64x128, its calibration manifest (4 crops) and Q/DQ INT8 twin.
+    The engine tests compare TensorRT (simulated) with ONNX Runtime on the same graph: no training needed."""
+    import warnings
+
+    import torch
+
+    from sanet.calibration import CropConfig, QuantizeConfig, plan_crops, quantize_qdq
+    from sanet.export import ExportConfig, export_onnx
+    from sanet.model import build_model
+
+    out = tmp_path_factory.mktemp("sim_onnx")
+    path = out / "sanet_64x128_b1.onnx"
+    torch.manual_seed(0)
+    export_onnx(build_model("sanet", 19, aux_head=False).eval(), path, ExportConfig(*SIM_SIZE), source_sha256="test")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "calibrating on only")
+        manifest = plan_crops(str(synth_small), CropConfig(*SIM_SIZE, count=4))
+    qdq = quantize_qdq(path, out / "sanet_64x128_b1_int8_qdq.onnx", manifest, QuantizeConfig())
+    return path, pathlib.Path(qdq), manifest
+
+
+@pytest.fixture(scope="session")
+def sim_engines(trt_session, small_onnx, tmp_path_factory):
+    """FP32, FP16 and INT8 plans built once per API listing: {precision: path or the SanetError refusing it}."""
+    import trtsim
+
+    from sanet.engines import EngineConfig, build_engine, int8_route
+
+    onnx_path, qdq, manifest = small_onnx
+    out = tmp_path_factory.mktemp("sim_engines_" + trt_session.version)
+    plans = {}
+    with trtsim.installed(trt_session):
+        for precision in ("fp32", "fp16", "int8"):
+            source = onnx_path
+            if precision == "int8" and int8_route(EngineConfig("int8"), trt_session.version, {}) == "qdq":
+                source = qdq
+            plan = out / "{}.plan".format(precision)
+            try:
+                build_engine(str(source), str(plan), EngineConfig(precision, workspace_mib=64), manifest, report=lambda m: None)
+                plans[precision] = plan
+            except SanetError as exc:
+                plans[precision] = exc
+    return plans
+
+
+def sample_images(manifest, count=2):
+    """``count`` single-image batches (1, H, W, 3) of the calibration crops."""
+    from sanet.calibration import iter_batches
+
+    return list(iter_batches(manifest, 1))[:count]
+
+
+def predictions(runner, images):
+    """Class maps and logits of a batch-1 runner over a list of (1, H, W, 3) images, stacked."""
+    results = [runner.predict(image) for image in images]
+    return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+
+
+def build_events(simulation):
+    return [event for kind, event in simulation.events if kind == "build"]
+
+
+@pytest.mark.tensorrt
+def test_simulated_module_is_the_listed_api(trt_sim):
+    import trtsim
+
+    trt, api = trt_sim.module, trt_sim.api
+    listed = set(api.enums) | set(api.classes) | set(api.functions) | set(api.consts)
+    assert set(trtsim.dump_names(trt)) == listed and trt.__version__ == api.version
+    assert not hasattr(trt, "Simulation") and not hasattr(trt, "np")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    with pytest.raises(TypeError, match="incompatible function arguments"):
+        trt.Builder()  # argument count
+    config = builder.create_builder_config()
+    with pytest.raises(TypeError, match="incompatible function arguments"):
+        config.set_flag(int(trt.BuilderFlag.GPU_FALLBACK))  # an int is not a BuilderFlag
+    with pytest.raises(TypeError):
+        config.default_device_type = "DLA"
+    with pytest.raises(AttributeError, match="can't set attribute"):
+        builder.num_DLA_cores = 4
+    with pytest.raises(TypeError, match="No constructor"):
+        trt.ICudaEngine()
+    has_fp16 = "FP16" in api.enums["BuilderFlag"]
+    assert hasattr(trt.BuilderFlag, "FP16") == has_fp16 == (trt_sim.major < 11)
+    assert hasattr(trt, "IInt8EntropyCalibrator2") == (trt_sim.major < 11)
+    # JetPack 5's 8.5 lacks what 8.6 added; the 8.6.1 listing stands for it
+    assert hasattr(config, "builder_optimization_level") == (trt_sim.major >= 10)
+
+
+@pytest.mark.tensorrt
+def test_our_dtype_map_survives_85_nptype(trt_sim):
+    from sanet.engines import numpy_dtype
+
+    trt = trt_sim.module
+    for name, expected in (("FLOAT", np.float32), ("HALF", np.float16), ("INT8", np.int8), ("BOOL", np.bool_)):
+        assert numpy_dtype(getattr(trt.DataType, name)) == np.dtype(expected)
+    if trt_sim.major == 8:
+        with pytest.raises(AttributeError, match="bool"):
+            trt.nptype(trt.float32)  # 8.5.2 with numpy >= 1.24: what TrtRunner used to call
+    else:
+        assert trt.nptype(trt.float32) is np.float32
+
+
+@pytest.mark.tensorrt
+def test_parser_mirrors_the_onnx(trt_sim, small_onnx):
+    import onnx
+
+    trt = trt_sim.module
+    onnx_path, _, _ = small_onnx
+    proto = onnx.load(str(onnx_path))
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0 if trt_sim.major >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse(onnx_path.read_bytes())
+    assert network.num_layers == len(proto.graph.node) and network.num_inputs == 1 and network.num_outputs == 1
+    assert network.get_input(0).name == "images" and tuple(network.get_input(0).shape) == (1, 3) + SIM_SIZE
+    assert [network.get_layer(i).name for i in range(network.num_layers)] == [n.name for n in proto.graph.node]
+    assert network.get_input(0).dtype == trt.float32
+    assert not parser.parse(b"not an onnx file") and parser.num_errors >= 1
+    if trt_sim.major == 8:  # 8.5's ONNX parser needs an explicit-batch network
+        implicit = trt.OnnxParser(builder.create_network(0), logger)
+        assert not implicit.parse(onnx_path.read_bytes()) and "explicit batch" in str(implicit.get_error(0))
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_float_builds_and_runner_parity(trt_sim, sim_engines, small_onnx, precision):
+    from sanet.engines import TrtRunner, read_sidecar, system_facts
+    from sanet.runners import OrtRunner
+
+    plan = sim_engines[precision]
+    if precision == "fp16" and trt_sim.major >= 11:
+        assert isinstance(plan, SanetError) and "strongly typed" in str(plan)
+        return
+    assert not isinstance(plan, SanetError), plan
+    sidecar = read_sidecar(plan)
+    assert sidecar["system"] == system_facts(trt_sim.module) and sidecar["precision"] == precision
+    assert sidecar["unquantized_precision"] == precision
+    header = next(h for h in build_events(trt_sim) if h["fp16"] == (precision == "fp16") and not h["int8"])
+    assert header["pools"] == {"WORKSPACE": 64 << 20} and header["tensorrt"] == trt_sim.version
+    images = sample_images(small_onnx[2])
+    runner = TrtRunner(str(plan))
+    assert runner.info.input_size == SIM_SIZE and runner.info.precision == precision and runner.context is None
+    with runner, OrtRunner(small_onnx[0]) as reference:
+        classes, logits = predictions(runner, images)
+        expected, expected_logits = predictions(reference, images)
+    assert runner.context is None  # closed
+    assert logits.shape == expected_logits.shape == (2, 19) + SIM_SIZE
+    assert np.abs(logits - expected_logits).max() < (1e-4 if precision == "fp32" else 0.5)
+    assert (classes == expected).mean() > 0.98
+
+
+@pytest.mark.tensorrt
+def test_runner_lifecycle(trt_sim, sim_engines):
+    from sanet.engines import TrtRunner
+
+    runner = TrtRunner(str(sim_engines["fp32"]))
+    loaded = sum(kind == "deserialize" for kind, _ in trt_sim.events)
+    with pytest.raises(SanetError, match="not active"):
+        runner.infer(np.zeros((1, 3) + SIM_SIZE, np.float32))
+    assert sum(kind == "deserialize" for kind, _ in trt_sim.events) == loaded  # construction is cheap
+    runner.activate()
+    assert runner.context is not None and sum(kind == "deserialize" for kind, _ in trt_sim.events) == loaded + 1
+    assert runner.infer(np.zeros((1, 3) + SIM_SIZE, np.float32)).shape == (1, 19) + SIM_SIZE
+    runner.close()
+    runner.close()
+    assert runner.context is None and runner.buffers == {}
+
+
+@pytest.mark.tensorrt
+def test_stale_or_garbage_engines_are_refused(trt_sim, sim_engines, tmp_path):
+    from sanet.engines import TrtRunner, sidecar_path
+    from sanet.fileio import sha256_file
+
+    plan = tmp_path / "copy.plan"
+    plan.write_bytes(sim_engines["fp32"].read_bytes())
+    sidecar = json.loads(pathlib.Path(sidecar_path(sim_engines["fp32"])).read_text())
+    stale = dict(sidecar, system=dict(sidecar["system"], tensorrt="7.2.3"))
+    pathlib.Path(sidecar_path(plan)).write_text(json.dumps(stale))
+    with pytest.raises(SanetError, match="tensorrt 7.2.3 .built. vs {}".format(re.escape(trt_sim.version))):
+        TrtRunner(str(plan))
+    plan.write_bytes(b"garbage that is no plan")
+    pathlib.Path(sidecar_path(plan)).write_text(json.dumps(dict(sidecar, engine_sha256=sha256_file(plan))))
+    runner = TrtRunner(str(plan))
+    with pytest.raises(SanetError, match="cannot deserialize"):
+        runner.activate()
+
+
+@pytest.mark.tensorrt
+def test_timing_cache_reuse_and_checks(trt_sim, small_onnx, tmp_path):
+    import trtsim
+
+    from sanet.engines import EngineConfig, build_engine
+
+    onnx_path = str(small_onnx[0])
+    cache = tmp_path / "timing.cache"
+    build_engine(onnx_path, str(tmp_path / "a.plan"), EngineConfig("fp32", timing_cache=str(cache)), report=lambda m: None)
+    first = build_events(trt_sim)[-1]["timing_cache"]
+    build_engine(onnx_path, str(tmp_path / "b.plan"), EngineConfig("fp32", timing_cache=str(cache)), report=lambda m: None)
+    second = build_events(trt_sim)[-1]["timing_cache"]
+    assert first["hits"] == 0 and first["misses"] > 0 and second == {"hits": first["misses"], "misses": 0}
+    cache.write_bytes(b"\x00corrupt")
+    with pytest.raises(SanetError, match="corrupt"):
+        build_engine(onnx_path, str(tmp_path / "c.plan"), EngineConfig("fp32", timing_cache=str(cache)))
+    # a well-formed cache from another TensorRT: set_timing_cache returns False, which must not be ignored
+    cache.write_bytes(trtsim.CACHE_MAGIC + json.dumps({"tensorrt": "7.2.3", "entries": []}).encode())
+    with pytest.raises(SanetError, match="another TensorRT version"):
+        build_engine(onnx_path, str(tmp_path / "d.plan"), EngineConfig("fp32", timing_cache=str(cache)))
+    assert not (tmp_path / "d.plan").exists()
+
+
+@pytest.mark.tensorrt
+def test_failed_cache_write_keeps_the_engine(trt_sim, small_onnx, tmp_path):
+    from sanet.engines import EngineConfig, build_engine, read_sidecar
+
+    (tmp_path / "not-a-dir").write_text("a file where the cache folder should be")
+    notes = []
+    plan = tmp_path / "kept.plan"
+    build_engine(str(small_onnx[0]), str(plan), EngineConfig("fp32", timing_cache=str(tmp_path / "not-a-dir" / "t.cache")),
+                 report=notes.append)
+    assert read_sidecar(plan)["precision"] == "fp32"
+    assert any("timing cache" in n and "not saved" in n for n in notes)
+
+
+@pytest.mark.tensorrt
+def test_int8_build_routes(trt_sim, sim_engines, small_onnx):
+    from sanet.engines import TrtRunner, read_sidecar
+    from sanet.runners import OrtRunner
+
+    plan = sim_engines["int8"]
+    assert not isinstance(plan, SanetError), plan
+    sidecar = read_sidecar(plan)
+    header = next(h for h in build_events(trt_sim) if h["int8"] or h["quantized"])
+    if trt_sim.major >= 10:  # Q/DQ, strongly typed: no FP16/INT8 flags, float layers stay FP32
+        assert header["quantized"] and header["strongly_typed"] and not header["fp16"] and not header["int8"]
+        assert sidecar["unquantized_precision"] == "fp32"
+        reference_path = small_onnx[1]
+    else:  # classic calibrator: TensorRT drove get_batch over all 4 crops and stored the cache
+        assert header["calibration"]["source"] == "batches" and header["calibration"]["batches"] == 4
+        assert header["fp16"] and sidecar["unquantized_precision"] == "fp16"
+        assert pathlib.Path(str(plan)[:-len(".plan")] + ".calib.cache").is_file()
+        reference_path = small_onnx[0]
+    images = sample_images(small_onnx[2])
+    with TrtRunner(str(plan)) as runner, OrtRunner(reference_path) as reference:
+        agreement = (predictions(runner, images)[0] == predictions(reference, images)[0]).mean()
+    assert agreement > 0.98
+
+
+@pytest.mark.tensorrt
+def test_classic_calibration_protocol(trt_sim, small_onnx, tmp_path):
+    from sanet.engines import EngineConfig, build_engine
+
+    onnx_path, _, manifest = small_onnx
+    config = EngineConfig("int8", int8_route="classic", calibration_method="minmax")
+    if not hasattr(trt_sim.module, "IInt8MinMaxCalibrator"):  # 11: strongly typed only, no calibrators
+        with pytest.raises(SanetError, match="no implicit INT8 calibration"):
+            build_engine(str(onnx_path), str(tmp_path / "x.plan"), config, manifest)
+        return
+    build_engine(str(onnx_path), str(tmp_path / "m.plan"), config, manifest, report=lambda m: None)
+    assert ("calibration", 4) in trt_sim.events
+    build_engine(str(onnx_path), str(tmp_path / "m.plan"), config, manifest, report=lambda m: None)
+    assert trt_sim.events[-2:][0] == ("calibration", "cache")  # second build: read_calibration_cache, no batches
+    if trt_sim.major >= 10:
+        assert any("deprecated" in message for _, message in trt_sim.log)
+
+
+@pytest.mark.tensorrt
+def test_calibrator_exception_is_not_swallowed(trt_sim, small_onnx, tmp_path):
+    from sanet.engines import EngineConfig, build_engine
+
+    onnx_path, _, manifest = small_onnx
+    if not hasattr(trt_sim.module, "IInt8EntropyCalibrator2"):
+        assert trt_sim.major >= 11  # nothing to calibrate: INT8 comes from Q/DQ only
+        return
+    # the third crop's file is gone: get_batch raises on its third call, after two good batches
+    broken = dict(manifest, crops=manifest["crops"][:2] + [["missing.png"] + manifest["crops"][2][1:]] + manifest["crops"][3:])
+    plan = tmp_path / "broken.plan"
+    with pytest.raises(SanetError, match="INT8 calibration failed") as error:
+        build_engine(str(onnx_path), str(plan), EngineConfig("int8", int8_route="classic"), broken, report=lambda m: None)
+    assert error.value.__cause__ is not None and not plan.exists()
+    assert any("Exception caught in get_batch()" in message for _, message in trt_sim.log)  # what TensorRT did with it
+
+
+@pytest.mark.tensorrt
+def test_dla_with_gpu_fallback(trt_sim, small_onnx, tmp_path):
+    from sanet.engines import EngineConfig, TrtRunner, build_engine
+
+    onnx_path, qdq, _ = small_onnx
+    if trt_sim.major >= 11:  # FP16 is refused on 11 and DLA cannot run Q/DQ networks
+        with pytest.raises(SanetError, match="cannot run explicit Q/DQ"):
+            build_engine(str(qdq), str(tmp_path / "d.plan"), EngineConfig("int8", dla_core=1))
+        return
+    notes = []
+    plan = tmp_path / "dla1.plan"
+    sidecar = build_engine(str(onnx_path), str(plan), EngineConfig("fp16", dla_core=1), report=notes.append)
+    header = build_events(trt_sim)[-1]
+    assert header["dla_core"] == 1 and header["placement"] == sidecar["layers"]
+    assert sidecar["layers"]["dla"] and sidecar["layers"]["gpu"]
+    assert any("/Resize" in name for name in sidecar["layers"]["gpu"])  # bilinear align_corners=True: GPU
+    assert notes[0].startswith("DLA core 1:") and any(n.startswith("  GPU fallback: ") for n in notes)
+    with TrtRunner(str(plan)) as runner:
+        assert runner.info.device == "dla1"
+        runner.infer(np.zeros((1, 3) + SIM_SIZE, np.float32))
+    assert trt_sim.events[-1] == ("execute", {"stream": 0, "dla_core": 1})  # ran on the core it was built for
+
+
+@pytest.mark.tensorrt
+def test_pycuda_fallback_uses_the_primary_context(monkeypatch):
+    """pycuda.autoinit makes a new context; TensorRT lives in the primary one (pycuda.autoprimaryctx)."""
+    import types
+
+    from sanet import engines
+
+    class Stream:
+        handle = 7
+
+    imported = []
+    package = types.ModuleType("pycuda")
+    package.__path__ = []
+    driver = types.ModuleType("pycuda.driver")
+    driver.Stream = Stream
+    for name, module in (("pycuda", package), ("pycuda.driver", driver)):
+        monkeypatch.setitem(sys.modules, name, module)
+    for name in ("pycuda.autoinit", "pycuda.autoprimaryctx"):
+        module = types.ModuleType(name)
+        monkeypatch.setitem(sys.modules, name, module)
+        monkeypatch.setattr(package, name.split(".")[1], module, raising=False)
+    monkeypatch.setattr(engines, "require", lambda name, hint: imported.append(name) or sys.modules[name])
+    monkeypatch.setenv("SANET_DEVICE_MEMORY", "pycuda")
+    memory = engines.device_memory()
+    assert memory.handle == 7 and "pycuda.autoprimaryctx" in imported and "pycuda.autoinit" not in imported
+
+
+def test_device_memory_choice_is_explicit(monkeypatch):
+    from sanet.engines import _HostMemory, device_memory
+
+    monkeypatch.setenv("SANET_DEVICE_MEMORY", "host")
+    memory = device_memory()
+    assert isinstance(memory, _HostMemory)
+    buffer = memory.empty((2, 3), np.float32)
+    memory.upload(buffer, np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert memory.pointer(buffer) == buffer.ctypes.data and memory.download(buffer)[1, 2] == 5
+    monkeypatch.setenv("SANET_DEVICE_MEMORY", "cuda-please")
+    with pytest.raises(SanetError, match="SANET_DEVICE_MEMORY"):
+        device_memory()
+
+
+@pytest.mark.tensorrt
+def test_parser_lint_refuses_before_building(trt_sim, small_onnx, tmp_path):
+    trtlint = pytest.importorskip("sanet.trtlint", reason="sanet.trtlint is not in this checkout yet")
+    import onnx
+
+    from sanet.engines import EngineConfig, build_engine
+
+    release = trtlint.release_for_version(trt_sim.version)
+    assert trtlint.lint(str(small_onnx[0]), release) == []  # our export passes every release's parser rules
+    proto = onnx.load(str(small_onnx[0]))
+    proto.opset_import[0].version = 99  # no TensorRT parser knows opset 99
+    bad = tmp_path / "bad.onnx"
+    onnx.save(proto, str(bad))
+    violations = trtlint.lint(str(bad), release)
+    assert violations
+    with pytest.raises(SanetError) as error:
+        build_engine(str(bad), str(tmp_path / "bad.plan"), EngineConfig("fp32"))
+    assert all(str(v) in str(error.value) for v in violations)
+
+
+# ---- the CLI in-process under the simulator
+@pytest.fixture(scope="session")
+def sim_cli_exports(trt_session, synth_small, tmp_path_factory):
+    """sanet-export --fp32 --int8 (--fp16 below 11) --triton at 64x128, run once per API listing."""
+    import trtsim
+
+    from sanet.cli import main
+
+    out = tmp_path_factory.mktemp("sim_cli_" + trt_session.version)
+    precisions = ["--fp32", "--int8"] + (["--fp16"] if trt_session.major < 11 else [])
+    with trtsim.installed(trt_session):
+        code = main(["export", "--random-init", "--res", *map(str, SIM_SIZE), "-o", str(out / "exports"), *precisions,
+                     "--calib", str(synth_small), "--calib-count", "4", "--triton", str(out / "triton")])
+    return code, out
+
+
+@pytest.mark.tensorrt
+def test_cli_export_engines_and_triton(trt_session, sim_cli_exports):
+    from sanet.engines import read_sidecar
+
+    code, out = sim_cli_exports
+    assert code == 0
+    plans = sorted(p.name for p in (out / "exports").glob("*.plan"))
+    expected = (["sanet_64x128_b1_fp16.plan"] if trt_session.major < 11 else []) + [
+        "sanet_64x128_b1_fp32.plan", "sanet_64x128_b1_int8.plan"]
+    assert plans == expected
+    for name in plans:
+        assert read_sidecar(out / "exports" / name)["system"]["tensorrt"] == trt_session.version
+    models = sorted(p.parent.parent.name for p in (out / "triton").glob("*/1/model.plan"))
+    assert models == ["sanet_64x128_b1_" + n.rsplit("_", 1)[1][:-len(".plan")] for n in plans]
+    config = (out / "triton" / models[0] / "config.pbtxt").read_text()
+    assert 'platform: "tensorrt_plan"' in config
+
+
+@pytest.mark.tensorrt
+def test_cli_bench_and_infer_with_engines(trt_sim, sim_cli_exports, synth_small, tmp_path, capsys):
+    from sanet.cli import main
+
+    _, out = sim_cli_exports
+    plan = out / "exports" / "sanet_64x128_b1_fp32.plan"
+    code = main(["bench", "--res", *map(str, SIM_SIZE), "--backends", "onnxruntime", "--precisions", "fp32",
+                 "--engine", str(plan), "--data", str(synth_small), "--warmup", "1", "--iterations", "2", "--seconds", "1",
+                 "--parity-images", "1", "-o", str(tmp_path / "bench")])
+    printed = capsys.readouterr().out
+    assert code == 0 and "tensorrt" in printed
+    images = sorted((synth_small / "leftImg8bit" / "val").rglob("*.png"))[:1]
+    code = main(["infer", str(images[0]), "--engine", str(plan), "-o", str(tmp_path / "pred")])
+    assert code == 0 and list((tmp_path / "pred").rglob("*.png"))

@@ -51,15 +51,32 @@ KNOWN_VALUES = {
 ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 3: "INT8", 2: "UINT8", 6: "INT32", 7: "INT64", 9: "BOOL"}
 TRT_TO_NUMPY = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "UINT8": np.uint8, "INT32": np.int32,
                 "INT64": np.int64, "BOOL": np.bool_}
-LAYER_TYPES = {"Conv": "CONVOLUTION", "ConvTranspose": "DECONVOLUTION", "Relu": "ACTIVATION", "Sigmoid": "ACTIVATION",
-               "Clip": "ACTIVATION", "Add": "ELEMENTWISE", "Mul": "ELEMENTWISE", "Sub": "ELEMENTWISE",
-               "Div": "ELEMENTWISE", "Resize": "RESIZE", "MaxPool": "POOLING", "AveragePool": "POOLING",
-               "GlobalAveragePool": "REDUCE", "ReduceMean": "REDUCE", "Concat": "CONCATENATION",
-               "QuantizeLinear": "QUANTIZE", "DequantizeLinear": "DEQUANTIZE", "Constant": "CONSTANT",
-               "Shape": "SHAPE", "Gather": "GATHER", "Slice": "SLICE", "Cast": "CAST", "ArgMax": "TOPK",
-               "Transpose": "SHUFFLE", "Reshape": "SHUFFLE", "Unsqueeze": "SHUFFLE", "Squeeze": "SHUFFLE",
-               "Flatten": "SHUFFLE", "MatMul": "MATRIX_MULTIPLY", "Gemm": "MATRIX_MULTIPLY", "Softmax": "SOFTMAX",
-               "BatchNormalization": "SCALE", "Identity": "IDENTITY", "Pad": "PADDING"}
+# ONNX op -> the TensorRT layer onnx-tensorrt makes for it (one layer per node here); ops missing from this
+# table get the parser's "No importer registered" error.
+LAYER_TYPES = dict(
+    [(op, "CONVOLUTION") for op in ("Conv",)] + [(op, "DECONVOLUTION") for op in ("ConvTranspose",)]
+    + [(op, "ACTIVATION") for op in ("Relu", "Sigmoid", "Clip", "Tanh", "LeakyRelu", "Elu", "Selu", "Softplus",
+                                     "Softsign", "HardSigmoid", "ThresholdedRelu", "Gelu")]
+    + [(op, "ELEMENTWISE") for op in ("Add", "Mul", "Sub", "Div", "Pow", "Max", "Min", "Equal", "Greater", "Less",
+                                      "And", "Or", "Xor", "Mod", "Sum", "Mean", "GreaterOrEqual", "LessOrEqual")]
+    + [(op, "UNARY") for op in ("Exp", "Log", "Sqrt", "Abs", "Neg", "Floor", "Ceil", "Reciprocal", "Sin", "Cos",
+                                "Not", "Erf", "Round", "Sign", "IsNaN", "IsInf")]
+    + [(op, "REDUCE") for op in ("ReduceMax", "ReduceMin", "ReduceMean", "ReduceSum", "ReduceProd", "ReduceL1",
+                                 "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp", "GlobalAveragePool",
+                                 "GlobalMaxPool")]
+    + [(op, "POOLING") for op in ("MaxPool", "AveragePool")]
+    + [(op, "SHUFFLE") for op in ("Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "DepthToSpace",
+                                  "SpaceToDepth")]
+    + [(op, "SLICE") for op in ("Slice", "Split", "Expand", "Tile")]
+    + [(op, "FILL") for op in ("ConstantOfShape", "Range", "RandomUniform", "RandomNormal")]
+    + [(op, "MATRIX_MULTIPLY") for op in ("MatMul", "Gemm")]
+    + [(op, "NORMALIZATION") for op in ("InstanceNormalization", "LayerNormalization", "GroupNormalization")]
+    + [("Resize", "RESIZE"), ("Upsample", "RESIZE"), ("Concat", "CONCATENATION"), ("QuantizeLinear", "QUANTIZE"),
+       ("DequantizeLinear", "DEQUANTIZE"), ("Constant", "CONSTANT"), ("Shape", "SHAPE"), ("Gather", "GATHER"),
+       ("GatherElements", "GATHER"), ("Cast", "CAST"), ("ArgMax", "TOPK"), ("ArgMin", "TOPK"), ("TopK", "TOPK"),
+       ("Softmax", "SOFTMAX"), ("BatchNormalization", "SCALE"), ("Identity", "IDENTITY"), ("Pad", "PADDING"),
+       ("Where", "SELECT"), ("PRelu", "PARAMETRIC_RELU"), ("NonZero", "NON_ZERO"), ("ScatterND", "SCATTER"),
+       ("Einsum", "EINSUM"), ("GridSample", "GRID_SAMPLE"), ("OneHot", "ONE_HOT")])
 LAYER_CLASSES = {"CONVOLUTION": "IConvolutionLayer", "DECONVOLUTION": "IDeconvolutionLayer",
                  "ACTIVATION": "IActivationLayer", "ELEMENTWISE": "IElementWiseLayer", "RESIZE": "IResizeLayer",
                  "POOLING": "IPoolingLayer", "REDUCE": "IReduceLayer", "CONCATENATION": "IConcatenationLayer",
@@ -67,7 +84,10 @@ LAYER_CLASSES = {"CONVOLUTION": "IConvolutionLayer", "DECONVOLUTION": "IDeconvol
                  "SHAPE": "IShapeLayer", "GATHER": "IGatherLayer", "SLICE": "ISliceLayer", "CAST": "ICastLayer",
                  "TOPK": "ITopKLayer", "SHUFFLE": "IShuffleLayer", "MATRIX_MULTIPLY": "IMatrixMultiplyLayer",
                  "SOFTMAX": "ISoftMaxLayer", "SCALE": "IScaleLayer", "IDENTITY": "IIdentityLayer",
-                 "PADDING": "IPaddingLayer"}
+                 "PADDING": "IPaddingLayer", "UNARY": "IUnaryLayer", "FILL": "IFillLayer",
+                 "NORMALIZATION": "INormalizationLayer", "SELECT": "ISelectLayer", "PARAMETRIC_RELU": "IParametricReLULayer",
+                 "NON_ZERO": "INonZeroLayer", "SCATTER": "IScatterLayer", "EINSUM": "IEinsumLayer",
+                 "GRID_SAMPLE": "IGridSampleLayer", "ONE_HOT": "IOneHotLayer"}
 # DLA (platforms.md): FP16/INT8, static shapes, these layer kinds; Resize only nearest or half_pixel linear.
 DLA_LAYERS = {"CONVOLUTION", "DECONVOLUTION", "ACTIVATION", "ELEMENTWISE", "POOLING", "CONCATENATION", "SCALE",
               "RESIZE", "SOFTMAX", "REDUCE"}
@@ -1138,21 +1158,28 @@ def simulate(path, dla_cores=2):
 
 
 class installed:
-    """Context manager: ``sys.modules['tensorrt']`` is the simulation inside, restored afterwards."""
+    """Context manager: ``sys.modules['tensorrt']`` is the simulation and SANET_DEVICE_MEMORY=host inside (the
+    simulator reads and writes host addresses); both restored afterwards."""
 
     def __init__(self, simulation):
         self.simulation = simulation
 
     def __enter__(self):
-        self.saved = sys.modules.get("tensorrt")
+        self.saved = sys.modules.get("tensorrt"), os.environ.get("SANET_DEVICE_MEMORY")
         sys.modules["tensorrt"] = self.simulation.module
+        os.environ["SANET_DEVICE_MEMORY"] = "host"
         return self.simulation
 
     def __exit__(self, *exc):
-        if self.saved is None:
+        module, memory = self.saved
+        if module is None:
             sys.modules.pop("tensorrt", None)
         else:
-            sys.modules["tensorrt"] = self.saved
+            sys.modules["tensorrt"] = module
+        if memory is None:
+            os.environ.pop("SANET_DEVICE_MEMORY", None)
+        else:
+            os.environ["SANET_DEVICE_MEMORY"] = memory
         return False
 
 
