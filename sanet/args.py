@@ -282,8 +282,13 @@ class Calibration:
             if args.int8_fallback == "auto" and not args.parity_data:
                 raise SanetError("--int8-fallback auto measures parity: add --parity-data ROOT")
         needs = int8_engine or (full and args.qdq)
-        if not needs:
-            return None if not args.calib else CalibSettings(args.calib, args.calib_count, quiet=quiet)
+        parity = None
+        if full and args.parity_data:
+            from .data import open_dataset
+
+            parity = open_dataset(args.parity_data, args.parity_dataset, args.parity_split, require_labels=False)
+        if not needs:  # no INT8 here; the images may still serve the FP16 range audit
+            return CalibSettings(args.calib, args.calib_count, parity_dataset=parity, quiet=quiet) if args.calib or parity else None
         if not args.calib:
             raise SanetError("INT8 needs calibration images: add --calib DIR (Cityscapes root or an image folder)")
         images = find_calibration_images(args.calib)
@@ -294,11 +299,6 @@ class Calibration:
             raise SanetError("--calib-count {} is below the batch {}: raise it".format(args.calib_count, batch))
         if not full:
             return CalibSettings(args.calib, args.calib_count, quiet=quiet)
-        parity = None
-        if args.parity_data:
-            from .data import open_dataset
-
-            parity = open_dataset(args.parity_data, args.parity_dataset, args.parity_split, require_labels=False)
         return CalibSettings(args.calib, args.calib_count, args.calib_mode, args.calib_seed, args.calib_method,
                              args.qdq_activations, tuple(args.int8_keep), args.int8_fallback, parity, args.parity_limit,
                              quiet=quiet)

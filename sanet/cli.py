@@ -40,8 +40,9 @@ def _say(message):
     print(message, flush=True)
 
 
-def print_table(headers, rows, out=sys.stdout):
-    """Plain aligned text table."""
+def print_table(headers, rows, out=None):
+    """Plain aligned text table (on ``out``, default the current sys.stdout)."""
+    out = out or sys.stdout
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for index, row in enumerate(cells):
@@ -173,7 +174,7 @@ def export_parser():
 
 def export_main(argv):
     """sanet-export: ONNX per resolution (verified in ONNX Runtime), Q/DQ INT8 ONNX, TensorRT engines."""
-    from .pipeline import ExportRequest, Pipeline, export_all
+    from .pipeline import ExportRequest, Pipeline, audit_images, export_all
 
     args = export_parser().parse_args(argv)
     model_group, sizes_group, out_group, format_group, engine_group, calib_group, extras = EXPORT
@@ -191,12 +192,16 @@ def export_main(argv):
         print_table(["file", "MiB", "kind", "check"], [[path, "{:.1f}".format(os.path.getsize(path) / 2**20),
                                                         "dynamic onnx", pipeline.notes[path]]])
         return 0
-    request = ExportRequest(precisions, args.qdq, args.triton, args.triton_max_batch, tuple(args.trt_check))
+    images = audit_images(calib) if "fp16" in precisions else None
+    if "fp16" in precisions and images is None:
+        print("note: no FP16 range audit: give --calib or --parity-data images to check activations against FP16's range")
+    request = ExportRequest(precisions, args.qdq, args.triton, args.triton_max_batch, tuple(args.trt_check), images,
+                            args.parity_limit or 16)
     rows, missing, violations = export_all(pipeline, sizes, request)
     lint = {path: "; ".join("TRT {}: {}".format(r, "{} violation(s)".format(len(v)) if v else "ok") for r, v in found.items())
             for path, found in violations.items()}
     print_table(["file", "MiB", "kind", "check"] + (["TensorRT lint"] if lint else []),
-                [row + ([lint.get(row[0], "-")] if lint else []) for row in rows])
+                [row + ([lint.get(row[0], "-") if row[2].endswith("onnx") else "-"] if lint else []) for row in rows])
     problems = ["trt-check {} {}: {}".format(r, os.path.basename(p), v) for p, found in violations.items()
                 for r, found_list in found.items() for v in found_list]
     for line in problems:

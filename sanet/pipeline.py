@@ -21,6 +21,7 @@ Interface::
     pipeline.manifest((H, W))             -> calibration manifest dict (crops planned once, written to {stem}.calib.json)
     pipeline.qdq((H, W), "int8"|"uint8")  -> path of the Q/DQ ONNX (parity-checked when CalibSettings has a dataset)
     pipeline.engine((H, W), "fp16")       -> path of the plan (+ .json sidecar); INT8 picks its route (classic / Q/DQ)
+    pipeline.fp16_audit((H, W), images)   -> sanet.numerics FP16 range audit of the ONNX (recorded in the fp16 sidecar)
     pipeline.runner(kind, (H, W), ...)    -> an un-activated Runner: kind "onnx" | "qdq" | "engine"
                                              (precision= for engines, activations= for qdq, providers=, cuda_graph=)
     pipeline.dynamic_onnx(sizes)          -> (path, max |diff|): one ONNX with symbolic H, W checked at every size
@@ -29,7 +30,8 @@ Interface::
     pipeline.notes[path]                  -> the check line recorded when the artifact was built or reused
 
     export_all(pipeline, sizes, ExportRequest(...)) -> (rows, missing, violations)
-        the sanet-export orchestration: per size ONNX, Q/DQ, FP16 range audit, Triton, engines, TensorRT lint;
+        the sanet-export orchestration: per size ONNX, Q/DQ, FP16 range audit (with fp16 engines and
+        ExportRequest.fp16_audit images, e.g. audit_images(calib)), Triton, engines, TensorRT lint;
         rows: [file, MiB, kind, check]; missing: what needs TensorRT here; violations: {onnx: {release: [...]}}.
 
 Every method is lazy and cached per call arguments: asking twice costs nothing, and with ``reuse=True`` a file
@@ -283,6 +285,21 @@ class Pipeline:
         self.notes[path] = "delta mIoU {}, pixel agreement {:.2%}".format(delta, result.pixel_agreement)
         return path
 
+    # -- FP16 range audit -----------------------------------------------------------------------
+
+    def fp16_audit(self, resolution, images, limit=None):
+        """Max |x| of every tensor of the FP32 ONNX over ``images`` (sanet.numerics); the FP16 engine's sidecar
+        records the verdict."""
+        return self._once(("fp16-audit", tuple(resolution)), lambda: self._audit(tuple(resolution), images, limit))
+
+    def _audit(self, resolution, images, limit):
+        from .numerics import audit_lines, fp16_range_audit
+
+        audit = fp16_range_audit(self.onnx(resolution), images, limit)
+        for line in audit_lines(audit):
+            self.report(line)
+        return audit
+
     # -- TensorRT -------------------------------------------------------------------------------
 
     def int8_uses_qdq(self, resolution):
@@ -310,6 +327,10 @@ class Pipeline:
             template, precision=precision, calibration_method=method if method in ("entropy", "minmax") else "entropy",
             timing_cache=template.timing_cache or os.path.join(self.out_dir, ARTIFACTS["timing-cache"].pattern),
             keep=tuple(self.calib_config.keep) if self.calib_config is not None else template.keep)
+        audit = self._done.get(("fp16-audit", resolution)) if precision == "fp16" else None
+        if audit is not None:  # the verdict, not every tensor: sidecars stay small
+            config.extra = dict(config.extra, fp16_range_audit={k: audit[k] for k in (
+                "images", "max_abs", "fp16_max", "passed", "overflows", "warnings")})
         plan = self.path("engine", resolution, precision)
         if self.reuse:
             try:
@@ -378,8 +399,8 @@ class ExportRequest:
     triton: Optional[str] = None  # Triton model repository folder
     triton_max_batch: int = 8
     trt_check: Tuple[str, ...] = ()  # TensorRT releases to lint the ONNX files against ("8.5", "10", "11")
-    fp16_audit: object = None  # images (dataset or folder) for the FP16 range audit; None: no audit
-    fp16_audit_limit: Optional[int] = None
+    fp16_audit: object = None  # images (a dataset or an iterable of uint8 RGB) for the FP16 range audit of --fp16
+    fp16_audit_limit: Optional[int] = 16
 
 
 def _size_mib(path):
@@ -410,8 +431,11 @@ def export_all(pipeline: Pipeline, sizes, request: ExportRequest):
             qdq_path = pipeline.qdq(resolution)
             rows.append([qdq_path, _size_mib(qdq_path), "int8 q/dq onnx", pipeline.notes[qdq_path]])
             lint.append(qdq_path)
-        if request.fp16_audit is not None:
-            rows.append(_fp16_audit(pipeline, path, request))
+        if "fp16" in request.precisions and request.fp16_audit is not None:
+            audit = pipeline.fp16_audit(resolution, request.fp16_audit, request.fp16_audit_limit)
+            peak = audit["max_abs"] if isinstance(audit["max_abs"], str) else "{:.4g}".format(audit["max_abs"])
+            rows.append([path, "-", "fp16 range audit", "{} over {} image(s): max |x| {}, {} overflow(s)".format(
+                "PASS" if audit["passed"] else "OVERFLOW", audit["images"], peak, len(audit["overflows"]))])
         if request.triton:
             folder = pipeline.triton_onnx(resolution, request.triton, request.triton_max_batch)
             rows.append([folder, "-", "triton onnx", pipeline.notes[folder]])
@@ -422,7 +446,8 @@ def export_all(pipeline: Pipeline, sizes, request: ExportRequest):
                 folder = pipeline.triton_plan(plan, resolution, precision, request.triton)
                 rows.append([folder, "-", "triton plan", pipeline.notes[folder]])
     violations = trt_lint(lint, request.trt_check)
-    missing = [] if has_trt or not request.precisions else ["/".join(request.precisions) + " engines"]
+    missing = [] if has_trt or not request.precisions else [
+        "/".join(request.precisions) + (" engines" if len(request.precisions) > 1 else " engine")]
     return rows, missing, violations
 
 
@@ -435,10 +460,24 @@ def trt_lint(paths, releases):
     return {path: trt_check(path, tuple(releases)) for path in paths}
 
 
-def _fp16_audit(pipeline, onnx_path, request):
-    from .numerics import fp16_range_audit
+class _ImageFiles:
+    """Re-iterable uint8 RGB images read one at a time (each resolution's audit walks them again)."""
 
-    audit = fp16_range_audit(onnx_path, request.fp16_audit, request.fp16_audit_limit)
-    pipeline.notes[onnx_path + "#fp16"] = audit
-    summary = audit.get("summary") if isinstance(audit, dict) else None
-    return [onnx_path, "-", "fp16 range audit", summary or "see sidecar"]
+    def __init__(self, root, names):
+        self.root, self.names = root, names
+
+    def __iter__(self):
+        from .data import read_image
+
+        return (read_image(os.path.join(self.root, name)) for name in self.names)
+
+
+def audit_images(calib: Optional[CalibSettings], limit=16):
+    """Images for the FP16 range audit: the parity dataset, else the calibration images, else None."""
+    if calib is None:
+        return None
+    if calib.parity_dataset is not None:
+        return calib.parity_dataset
+    from .calibration import find_calibration_images
+
+    return _ImageFiles(calib.root, find_calibration_images(calib.root)[:limit])

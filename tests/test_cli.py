@@ -1,5 +1,6 @@
 """The command line: one-line errors for bad input across all eight commands, flags and help from one place,
 runners that leave the caller's model alone, the artifact pipeline, and the generated README reference."""
+import json
 import os
 import pickle
 import re
@@ -287,3 +288,49 @@ def test_pipeline_names_builds_reuses_and_opens_artifacts(pipeline_dir):
     assert Pipeline(model, None, pipeline_dir).path("engine", (64, 128), "fp16").endswith("sanet_tiny_64x128_b1_fp16.plan")
     with pytest.raises(SanetError, match="needs calibration images"):
         pipeline.qdq((64, 128))
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(files, tmp_path_factory):
+    """The tiny checkpoint exported once at 64x128 through the pipeline."""
+    pytest.importorskip("onnxruntime")
+    from sanet.checkpoints import load_model
+    from sanet.fileio import sha256_file
+
+    model = load_model(files["ckpt"])
+    return Pipeline(model, sha256_file(files["ckpt"]), tmp_path_factory.mktemp("tiny_onnx")).onnx((64, 128))
+
+
+def test_eval_and_parity_run_exported_and_emulated_models(files, tiny_onnx, tmp_path, capsys):
+    code, out, err = run_cli(capsys, ["eval", "--onnx", tiny_onnx, "--data", str(files["data"]), "--no-progress"])
+    assert code == 0 and "mIoU" in out and "onnxruntime-cpu-fp32" in out, err
+    report = tmp_path / "parity.json"
+    code, out, err = run_cli(capsys, ["parity", str(files["ckpt"]), "--onnx", tiny_onnx, "--data", str(files["data"]),
+                                      "--emulate", "fp16", "--json", str(report)])
+    from sanet.parity import BUDGETS
+
+    result = json.loads(report.read_text())  # random weights: near-ties may or may not hold the FP16 budget
+    assert code == (0 if result["passed"] else 1) and ("PASS" if result["passed"] else "FAIL") in out, out + err
+    assert result["precision"] == "fp16" and result["candidate"] == "emulated-cpu-fp16"
+    assert result["budget"]["min_pixel_agreement"] == BUDGETS["fp16"].min_pixel_agreement  # the emulated precision's budget
+    code, out, err = run_cli(capsys, ["parity", str(files["ckpt"]), "--onnx", tiny_onnx, "--data", str(files["data"]),
+                                      "--emulate", "int8"])
+    assert code == 1 and err.startswith("error: --emulate int8 needs a Q/DQ INT8 ONNX"), err
+
+
+def test_export_lints_for_tensorrt_and_audits_fp16_ranges(files, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here: the engine would be built")
+    except ImportError:
+        pass
+    out = tmp_path / "exports"
+    code, stdout, stderr = run_cli(capsys, ["export", str(files["ckpt"]), "--res", "64", "128", "--opset", "18", "--fp16",
+                                            "--calib", str(files["data"]), "--trt-check", "8.5", "--trt-check", "10",
+                                            "-o", str(out)])
+    assert code == 1 and stderr.startswith("error: TensorRT is not installed, so no fp16 engine was built"), stderr
+    assert "fp16 range audit" in stdout and "PASS over" in stdout
+    assert "TRT 8.5: 1 violation(s); TRT 10: ok" in stdout
+    assert re.search(r"^trt-check 8\.5 sanet_tiny_64x128_b1\.onnx: .*opset 18", stdout, re.M)
+    assert sorted(p.name for p in out.iterdir()) == ["sanet_tiny_64x128_b1.onnx"]
