@@ -1,45 +1,61 @@
 """sanet-bench: FPS at 512x1024 / 768x1536 / 1024x2048 for every backend and precision here, with parity.
 
-Each row is one (resolution, runner). Timing: warm-up, then batch-1 iterations until an iteration
-count or a time budget is reached; latency mean/p50/p90/p99 and FPS for compute only (``infer`` on a
-prepared input) and end to end (preprocess + inference + argmax + copy back; no image decoding).
-Every row is then checked against PyTorch FP32 with the parity module; over budget -> FAIL.
+Each row is one (resolution, runner); :data:`PROTOCOL` (also written to ``bench.json``) says how it is
+timed. Every iteration times its phases one after another on one uint8 frame, so end-to-end includes
+compute by construction. Rows are visited in interleaved rounds (one activated runner at a time) and each
+row is checked against PyTorch FP32 with the parity module; over budget -> FAIL.
 """
-import csv
 import hashlib
-import io
+import math
 import os
 import platform
-import shutil
-import subprocess
 import time
-import warnings
-from dataclasses import asdict, dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import numpy as np
 
+from .constants import BENCH_RESOLUTIONS, PRECISIONS
 from .errors import SanetError
-from .fileio import atomic_path, write_json_atomic, write_text_atomic
+from .runners import Runner
 
-DEFAULT_RESOLUTIONS = ((512, 1024), (768, 1536), (1024, 2048))
 BACKENDS = ("pytorch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+UNSTABLE_CV = 0.10  # a row whose compute latencies vary more than this (std / mean) is marked unstable
+# The trained default model shipped with the package; "no checkpoint given" resolves to it when present.
+DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "sanet_synth.safetensors")
+PROTOCOL = {
+    "batch": 1,
+    "compute": "device execution only, inputs and outputs resident on the device (CUDA events on a GPU, wall clock on "
+               "a CPU); rows marked copies_in_compute come from runners without device staging and include both copies",
+    "h2d": "staging the prepared input on the device (host preprocessing not included)",
+    "d2h": "argmax on the device for logits models, then copying the uint8 class map (B, H, W) back",
+    "end_to_end": "wall clock from a uint8 HWC frame on the host to its uint8 class map on the host: preprocess + H2D + "
+                  "compute + argmax + D2H, measured in the same iterations as compute (so never faster than compute)",
+    "warmup": "full iterations for warmup_seconds (at least one) at every visit of a row, after activating its runner",
+    "iterations": "at least `iterations` timed iterations and at least `seconds` seconds per row, split over the rounds",
+    "rounds": "each round visits every row once (order reversed every other round), so drift hits every row alike",
+    "statistics": "mean, p50, p90, p99 (linear interpolation) and CV = std / mean over all timed iterations; "
+                  "CV > 10 % marks a row unstable",
+    "power": "sampled in its own thread while a row is timed, never inside a timed call",
+}
 
 
 @dataclass
 class BenchConfig:
-    resolutions: List[Tuple[int, int]] = field(default_factory=lambda: list(DEFAULT_RESOLUTIONS))
+    resolutions: List[Tuple[int, int]] = field(default_factory=lambda: list(BENCH_RESOLUTIONS))
     backends: Tuple[str, ...] = BACKENDS
     precisions: Tuple[str, ...] = PRECISIONS
-    warmup: int = 2
-    iterations: int = 50
-    seconds: float = 6.0  # per timing loop; whichever of iterations / seconds comes first ends it
+    warmup_seconds: float = 1.0  # per visit, after activation
+    iterations: int = 20  # minimum timed iterations per row (all rounds together)
+    seconds: float = 0.0  # minimum timed seconds per row (all rounds together)
+    rounds: int = 2
     parity_images: int = 2
     out: str = "results/bench"
     calib: Optional[str] = None  # calibration images for INT8 rows (Cityscapes root or image folder)
     calib_count: int = 16  # crops; few, to keep the default run short (sanet-export defaults to 500)
     cuda_graphs: bool = False  # replay PyTorch CUDA / TensorRT rows from a captured CUDA graph
+    cpu_rows: bool = True  # False: GPU rows only (sanet-gpucheck)
 
 
 @dataclass
@@ -50,13 +66,21 @@ class Row:
     device: str
     precision: str
     iterations: int = 0
-    mean_ms: float = float("nan")
+    mean_ms: float = float("nan")  # compute
     p50_ms: float = float("nan")
     p90_ms: float = float("nan")
     p99_ms: float = float("nan")
+    cv: float = float("nan")
     fps: float = float("nan")
+    unstable: bool = False
+    copies_in_compute: bool = False
+    h2d_ms: float = float("nan")
+    d2h_ms: float = float("nan")
     e2e_mean_ms: float = float("nan")
+    e2e_p99_ms: float = float("nan")
+    e2e_cv: float = float("nan")
     e2e_fps: float = float("nan")
+    round_fps: List[float] = field(default_factory=list)  # compute FPS per round: drift shows here
     miou: Optional[float] = None
     agreement_miou: Optional[float] = None
     pixel_agreement: Optional[float] = None
@@ -69,340 +93,299 @@ class Row:
 
 
 def latency_stats(latencies_ms):
-    """mean / p50 / p90 / p99 (ms) and FPS = 1000 / mean."""
+    """mean / p50 / p90 / p99 (ms), CV (sample std / mean) and FPS = 1000 / mean."""
     values = np.asarray(latencies_ms, dtype=np.float64)
     mean = float(values.mean())
-    return {"mean_ms": mean, "p50_ms": float(np.percentile(values, 50)), "p90_ms": float(np.percentile(values, 90)),
-            "p99_ms": float(np.percentile(values, 99)), "fps": 1000.0 / mean}
+    p50, p90, p99 = (float(v) for v in np.percentile(values, [50, 90, 99]))
+    cv = float(values.std(ddof=1) / mean) if values.size > 1 else 0.0
+    return {"mean_ms": mean, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "cv": cv, "fps": 1000.0 / mean}
 
 
-def time_loop(step, warmup, iterations, seconds, synchronize=None):
-    """Per-iteration wall latencies (ms) of ``step()``; ``synchronize`` waits for asynchronous devices."""
-    for _ in range(warmup):
-        step()
-    if synchronize:
-        synchronize()
-    latencies, deadline = [], time.perf_counter() + seconds
-    while len(latencies) < iterations and (not latencies or time.perf_counter() < deadline):
-        start = time.perf_counter()
-        step()
-        if synchronize:
-            synchronize()
-        latencies.append(1000.0 * (time.perf_counter() - start))
-    return latencies
+def visit_order(rows, rounds):
+    """(round, row index) pairs: every round visits every row once, odd rounds in reverse order."""
+    return [(r, i) for r in range(rounds) for i in (range(rows) if r % 2 == 0 else reversed(range(rows)))]
 
 
 # ----------------------------------------------------------------------------------------------
-# Host facts and power
+# Timing: one iteration = preprocess, stage (H2D), execute (compute), fetch (argmax + D2H)
 
 
-def _command_output(argv, timeout=5):
-    if not shutil.which(argv[0]):
-        return None
+class InferSteps:
+    """stage / execute / fetch in terms of ``infer``, for runners that lack them: on a GPU the compute phase
+    then includes both copies (the row says so)."""
+
+    device_resident = False
+
+    def __init__(self, runner):
+        self.runner, self.inputs, self.outputs = runner, None, None
+
+    def stage(self, inputs):
+        self.inputs = inputs
+
+    def execute(self):
+        self.outputs = self.runner.infer(self.inputs)
+
+    def fetch(self, class_map=False):
+        if not class_map:
+            return self.outputs
+        return (self.outputs if self.runner.info.output == "argmax" else self.outputs.argmax(axis=1)).astype(np.uint8)
+
+
+def steps_of(runner):
+    """The runner itself when it implements the stage/execute/fetch split, else :class:`InferSteps`."""
+    return runner if callable(getattr(runner, "execute", None)) else InferSteps(runner)
+
+
+class WallClock:
+    """Host wall clock; waits for the runner's device at every mark so no work leaks into the next phase."""
+
+    def __init__(self, synchronize=None):
+        self.synchronize = synchronize or (lambda: None)
+
+    def mark(self):
+        self.synchronize()
+        return time.perf_counter()
+
+    def elapsed_ms(self, start, end):
+        return 1000.0 * (end - start)
+
+
+class CudaClock:
+    """CUDA events on the stream the runner executes on: device time of each phase, no host sync between."""
+
+    def __init__(self, stream):
+        import torch
+
+        self.torch, self.stream = torch, stream
+
+    def mark(self):
+        event = self.torch.cuda.Event(enable_timing=True)
+        event.record(self.stream)
+        return event
+
+    def elapsed_ms(self, start, end):
+        end.synchronize()
+        return float(start.elapsed_time(end))
+
+
+def clock_of(runner, steps):
+    stream = getattr(steps, "cuda_stream", None)  # GPU runners with the split expose the stream they run on
+    return CudaClock(stream) if stream is not None else WallClock(getattr(runner, "synchronize", None))
+
+
+def time_iteration(runner, steps, clock, frame):
+    """One frame through every phase: (e2e, h2d, compute, d2h) in ms; ``frame`` is uint8 (1, H, W, 3)."""
+    start = time.perf_counter()
+    inputs = runner.prepare(frame)
+    marks = [clock.mark()]
+    steps.stage(inputs)
+    marks.append(clock.mark())
+    steps.execute()
+    marks.append(clock.mark())
+    steps.fetch(class_map=True)  # a host array: the device is done with this frame
+    marks.append(clock.mark())
+    end = time.perf_counter()
+    return (1000.0 * (end - start),) + tuple(clock.elapsed_ms(a, b) for a, b in zip(marks, marks[1:]))
+
+
+def time_visit(runner, frame, config, sampler=None):
+    """Warm up for ``warmup_seconds`` (at least one iteration), then time this round's share of the row while
+    ``sampler`` (a sanet.power.PowerSampler, its own thread) samples power -> (samples, copies_in_compute, summary)."""
+    steps = steps_of(runner)
+    clock = clock_of(runner, steps)
+    deadline = time.perf_counter() + config.warmup_seconds
+    time_iteration(runner, steps, clock, frame)
+    while time.perf_counter() < deadline:
+        time_iteration(runner, steps, clock, frame)
+    count, seconds = math.ceil(config.iterations / config.rounds), config.seconds / config.rounds
+    samples, start = [], time.perf_counter()
+    if sampler is not None:
+        sampler.start()
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+        while len(samples) < count or time.perf_counter() - start < seconds:
+            samples.append(time_iteration(runner, steps, clock, frame))
+    finally:
+        summary = sampler.stop() if sampler is not None else None
+    return samples, runner.info.device != "cpu" and not getattr(steps, "device_resident", False), summary
 
 
-def host_facts():
-    """CPU, GPU, driver, CUDA, TensorRT, JetPack/L4T and Jetson power-mode facts recorded with results."""
-    import torch
-
-    facts = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
-    if os.path.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        facts["cpu"] = names[0] if names else facts["cpu"]
-    for module, key in (("onnxruntime", "onnxruntime"), ("tensorrt", "tensorrt")):
-        try:
-            facts[key] = __import__(module).__version__
-        except ImportError:
-            facts[key] = None
-    if torch.cuda.is_available():
-        facts["gpu"] = torch.cuda.get_device_name(0)
-        facts["compute_capability"] = "{}.{}".format(*torch.cuda.get_device_capability(0))
-        facts["cuda"] = torch.version.cuda
-    facts["driver"] = _command_output(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
-    if os.path.isfile("/etc/nv_tegra_release"):
-        with open("/etc/nv_tegra_release", encoding="utf-8", errors="replace") as handle:
-            facts["l4t"] = handle.readline().strip()
-    facts["nvpmodel"] = _command_output(["nvpmodel", "-q"])
-    facts["jetson_clocks"] = _command_output(["jetson_clocks", "--show"])
-    return facts
+# ----------------------------------------------------------------------------------------------
+# Reference class maps and rows
 
 
-class PowerMonitor:
-    """Average board power during a row: tegrastats on Jetson, NVML on desktop GPUs; None elsewhere."""
+class ReferenceMaps(Runner):
+    """PyTorch FP32 CPU class maps per input image, kept as uint8 (H, W) maps and at most ``max_bytes`` of them
+    (oldest dropped first). :meth:`fill` computes a resolution's parity images before any candidate is
+    activated, so parity never holds two activated runners."""
 
-    def __init__(self):
-        self.source, self.samples, self.throttle, self._process, self._nvml = None, [], False, None, None
-        if shutil.which("tegrastats"):
-            self.source = "tegrastats"
-        else:
+    def __init__(self, model, max_bytes=64 << 20):
+        from .runners import TorchRunner
+
+        self.runner, self.max_bytes, self.cache = TorchRunner(model, "cpu", "fp32"), max_bytes, OrderedDict()
+        self.info = self.runner.info
+
+    def fill(self, dataset, size, limit):
+        """The images :func:`sanet.parity.compare` will ask for at ``size``: the first ``limit``, resized."""
+        from .data import import_cv2
+
+        cv2 = import_cv2()
+        with self.runner:
+            for index in range(min(limit, len(dataset))):
+                image = dataset.load(index)[0]
+                if image.shape[:2] != tuple(size):
+                    image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                self.predict(image[None])
+
+    def predict(self, images):
+        key = (images.shape, hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest())
+        if key not in self.cache:
+            with self.runner:
+                self.cache[key] = self.runner.predict(images)[0].astype(np.uint8)
+            while sum(m.nbytes for m in self.cache.values()) > self.max_bytes and len(self.cache) > 1:
+                self.cache.popitem(last=False)
+        return self.cache[key], None
+
+
+def summarize(row, samples, rounds_samples):
+    """Fill ``row``'s timing fields from its (e2e, h2d, compute, d2h) samples."""
+    e2e, h2d, compute, d2h = (np.asarray(column) for column in zip(*samples))
+    stats = latency_stats(compute)
+    row.iterations = len(samples)
+    row.mean_ms, row.p50_ms, row.p90_ms, row.p99_ms, row.cv, row.fps = (
+        stats[k] for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "cv", "fps"))
+    row.unstable = row.cv > UNSTABLE_CV
+    row.h2d_ms, row.d2h_ms = float(h2d.mean()), float(d2h.mean())
+    end = latency_stats(e2e)
+    row.e2e_mean_ms, row.e2e_p99_ms, row.e2e_cv, row.e2e_fps = end["mean_ms"], end["p99_ms"], end["cv"], end["fps"]
+    row.round_fps = [1000.0 / float(np.mean([s[2] for s in chunk])) for chunk in rounds_samples if chunk]
+
+
+def check_parity(row, runner, reference, dataset, resolution, config):
+    from .parity import compare
+
+    result = compare(reference, runner, dataset, size=resolution, limit=config.parity_images, progress=False)
+    row.miou, row.agreement_miou, row.pixel_agreement = result.miou_candidate, result.agreement_miou, result.pixel_agreement
+    row.delta_miou, row.failures = result.delta_miou, result.failures
+    row.verdict = "PASS" if result.passed else "FAIL"
+
+
+def plan_rows(model, config, dataset, reference, skipped, extra_onnx, extra_engines, report):
+    """(resolution, runner, Row) for every row, with every export, calibration and reference map made now,
+    so the timed rounds do nothing else. Runners are constructed here, activated only when visited."""
+    from .pipeline import CalibSettings, Pipeline, weights_digest
+
+    calib = CalibSettings(root=config.calib, count=config.calib_count, quiet=True) if config.calib else None
+    pipeline = Pipeline(model, out_dir=os.path.join(config.out, "artifacts"), calib_config=calib, report=report,
+                        reuse=True, tag=weights_digest(model)[:12])
+    plan = []
+    for resolution in config.resolutions:
+        name = "{}x{}".format(*resolution)
+        report("preparing {}: PyTorch FP32 reference on {} parity image(s) ...".format(name, config.parity_images))
+        reference.fill(dataset, resolution, config.parity_images)
+        for factory in candidates(pipeline, resolution, config, skipped, extra_onnx, extra_engines):
             try:
-                import pynvml
-
-                pynvml.nvmlInit()
-                self._nvml, self.source = pynvml, "nvml"
-            except Exception:  # no NVML library or no NVIDIA driver: power is simply not measured
-                self.source = None
-
-    def __enter__(self):
-        self.samples, self.throttle = [], False
-        if self.source == "tegrastats":
-            self._process = subprocess.Popen(["tegrastats", "--interval", "100"], stdout=subprocess.PIPE, text=True)
-        return self
-
-    def sample(self):
-        """Called between iterations on NVML hosts (tegrastats streams on its own)."""
-        if self.source == "nvml":
-            handle = self._nvml.nvmlDeviceGetHandleByIndex(0)
-            self.samples.append(self._nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0)
-            reasons = self._nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
-            self.throttle |= bool(reasons & ~0x1)  # anything but "GPU idle"
-
-    def __exit__(self, *exc):
-        if self._process is not None:
-            self._process.terminate()
-            output = self._process.communicate(timeout=5)[0]
-            self.samples = parse_tegrastats_power(output)
-            self._process = None
-        return False
-
-    @property
-    def watts(self):
-        return float(np.mean(self.samples)) if self.samples else None
+                runner = factory()
+            except SanetError as exc:
+                _skip(skipped, "{}: {}".format(name, exc))
+                continue
+            if runner.info.input_size and tuple(runner.info.input_size) != tuple(resolution):
+                continue  # a fixed-size ONNX/engine only runs at the resolution it was built for
+            info = runner.info
+            plan.append((resolution, runner, Row(name, info.label, info.backend, info.device, info.precision)))
+    return plan
 
 
-def parse_tegrastats_power(text):
-    """Total rail power (W) per tegrastats line: the sum of every ``NAME cur/avg`` mW reading."""
-    import re
+def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=print):
+    """Every row at every resolution, timed in interleaved rounds; returns (rows, skipped). Ctrl-C stops early
+    and keeps what was measured."""
+    os.makedirs(config.out, exist_ok=True)
+    reference, skipped, plan = ReferenceMaps(model), [], []
+    from .power import PowerSampler
 
-    totals = []
-    for line in text.splitlines():
-        readings = re.findall(r"\b(?:VDD|POM)_\w+ (\d+)(?:mW)?/(\d+)(?:mW)?", line)
-        if readings:
-            totals.append(sum(int(current) for current, _ in readings) / 1000.0)
-    return totals
-
-
-# ----------------------------------------------------------------------------------------------
-# Reports
-
-
-def write_reports(rows, facts, settings, out, skipped):
-    """JSON, CSV, Markdown and (with matplotlib) PNG plots, each written atomically."""
-    os.makedirs(out, exist_ok=True)
-    data = {"host": facts, "settings": settings, "skipped": skipped, "rows": [asdict(r) for r in rows]}
-    write_json_atomic(os.path.join(out, "bench.json"), data)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(asdict(rows[0]).keys()) if rows else ["resolution"])
-    writer.writeheader()
-    for row in rows:
-        values = asdict(row)
-        values["failures"] = "; ".join(row.failures)
-        writer.writerow(values)
-    write_text_atomic(os.path.join(out, "bench.csv"), buffer.getvalue())
-    write_text_atomic(os.path.join(out, "bench.md"), markdown_table(rows, facts))
-    plots = []
+    power = PowerSampler  # one sampler per timed span; None once this host turns out to have no power source
     try:
-        plots = write_plots(rows, out)
-    except ImportError:
-        skipped.append("plots: matplotlib not installed (pip install matplotlib)")
-    return ["bench.json", "bench.csv", "bench.md"] + plots
+        plan = plan_rows(model, config, dataset, reference, skipped, extra_onnx, extra_engines, report)
+        samples = [[[] for _ in range(config.rounds)] for _ in plan]
+        watts = [[] for _ in plan]
+        order = visit_order(len(plan), config.rounds)
+        broken = set()
+        for step, (round_index, index) in enumerate(order, 1):
+            resolution, runner, row = plan[index]
+            if index in broken:
+                continue
+            report("[{}/{}] round {}/{}: {} at {} ...".format(step, len(order), round_index + 1, config.rounds,
+                                                              row.runner, row.resolution))
+            frame = np.random.default_rng(0).integers(0, 256, size=(1,) + tuple(resolution) + (3,), dtype=np.uint8)
+            try:
+                with runner:
+                    got, row.copies_in_compute, summary = time_visit(runner, frame, config, power() if power else None)
+                    if round_index == 0:
+                        check_parity(row, runner, reference, dataset, resolution, config)
+            except Exception as exc:  # a broken row is reported as FAIL and not visited again; the others go on
+                row.verdict, row.failures = "FAIL", ["{}: {}".format(type(exc).__name__, (str(exc).splitlines() or [""])[0][:200])]
+                broken.add(index)
+                report("    FAIL: " + row.failures[0])
+                continue
+            samples[index][round_index] = got
+            if summary is not None and not summary.available:
+                power = _skip(skipped, "power: " + summary.note)
+            elif summary is not None:
+                watts[index] += [summary.mean_watts] if summary.mean_watts is not None else []
+                row.throttled = summary.throttled if row.throttled is None else row.throttled or bool(summary.throttled)
+            report("    compute {:.1f} ms, end-to-end {:.1f} ms over {} iterations; parity {}".format(
+                np.mean([s[2] for s in got]), np.mean([s[0] for s in got]), len(got), row.verdict))
+    except KeyboardInterrupt:
+        skipped.append("interrupted (Ctrl-C): the rows measured so far are reported")
+    rows = []
+    for (_, _, row), chunks, power_w in zip(plan, samples, watts):
+        flat = [s for chunk in chunks for s in chunk]
+        if not flat and row.verdict == "FAIL":
+            rows.append(row)
+        elif flat:
+            summarize(row, flat, chunks)
+            row.power_w = float(np.mean(power_w)) if power_w else None
+            row.fps_per_watt = row.fps / row.power_w if row.power_w else None
+            rows.append(row)
+    return rows, skipped
 
 
-def _fmt(value, pattern="{:.1f}", scale=1.0):
-    return "-" if value is None or value != value else pattern.format(value * scale)
-
-
-def table_rows(rows):
-    return [[r.resolution, r.runner, _fmt(r.mean_ms, "{:.1f}"), _fmt(r.p99_ms, "{:.1f}"), _fmt(r.fps, "{:.2f}"),
-             _fmt(r.e2e_fps, "{:.2f}"), _fmt(r.miou, "{:.2f}", 100), _fmt(r.agreement_miou, "{:.2f}", 100),
-             _fmt(r.pixel_agreement, "{:.3f}", 100), _fmt(r.fps_per_watt, "{:.2f}"), r.verdict] for r in rows]
-
-
-TABLE_HEADERS = ["input", "runner", "mean ms", "p99 ms", "FPS", "e2e FPS", "mIoU %", "agree mIoU %", "pixel agree %",
-                 "FPS/W", "parity"]
-
-
-def markdown_table(rows, facts):
-    lines = ["| " + " | ".join(TABLE_HEADERS) + " |", "|" + "---|" * len(TABLE_HEADERS)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table_rows(rows)]
-    host = "{} ({} cores){}".format(facts.get("cpu"), facts.get("cpu_count"),
-                                    ", GPU " + facts["gpu"] if facts.get("gpu") else "")
-    return "Host: {}; torch {}, onnxruntime {}, TensorRT {}.\n\n".format(
-        host, facts.get("torch"), facts.get("onnxruntime"), facts.get("tensorrt")) + "\n".join(lines) + "\n"
-
-
-def write_plots(rows, out):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    fig, axis = plt.subplots(figsize=(6, 4), dpi=110)
-    for runner in sorted({r.runner for r in rows}):
-        points = [(r.resolution, r.fps) for r in rows if r.runner == runner and r.fps == r.fps]
-        axis.plot([p[0] for p in points], [p[1] for p in points], "o-", label=runner)
-    axis.set_xlabel("input (H x W)")
-    axis.set_ylabel("FPS (batch 1, compute)")
-    axis.set_yscale("log")
-    axis.legend(fontsize=7)
-    axis.grid(alpha=0.3)
-    written.append(_save_figure(plt, fig, out, "fps_vs_resolution.png"))
-    fig, axis = plt.subplots(figsize=(6, 4), dpi=110)
-    for row in rows:
-        quality = row.miou if row.miou is not None else row.agreement_miou
-        if quality is not None and row.fps == row.fps:
-            axis.scatter(row.fps, 100 * quality)
-            axis.annotate("{} {}".format(row.runner, row.resolution), (row.fps, 100 * quality), fontsize=6)
-    axis.set_xlabel("FPS")
-    axis.set_ylabel("mIoU vs labels (%) or agreement mIoU")
-    axis.set_xscale("log")
-    axis.grid(alpha=0.3)
-    return written + [_save_figure(plt, fig, out, "fps_vs_miou.png")]
-
-
-def _save_figure(plt, fig, out, name):
-    fig.tight_layout()
-    with atomic_path(os.path.join(out, name)) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return name
-
-
-
-# ----------------------------------------------------------------------------------------------
-# Rows
-
-
-def model_digest(model):
-    """Short hash of the weights, so cached exports are never reused for another checkpoint."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:12]
-
-
-def candidates(model, resolution, config, workdir, skipped, extra_onnx=(), extra_engines=(), digest=None):
-    """Runner factories for every backend/precision available on this machine (exports made on demand;
-    ``digest``, the weights' hash, names them)."""
+def candidates(pipeline, resolution, config, skipped, extra_onnx=(), extra_engines=()):
+    """Factories of un-activated runners for every backend and precision this machine has at ``resolution``;
+    the pipeline builds each artifact (ONNX, Q/DQ, engine) when its factory is called."""
     import torch
 
+    from .pipeline import tensorrt_available
     from .runners import OrtRunner, TorchRunner
 
-    found = []
+    found, want = [], set(config.precisions)
     if "pytorch" in config.backends:
-        found.append(lambda: TorchRunner(model, "cpu", "fp32"))
-        if torch.cuda.is_available():
-            for precision in ("fp32", "fp16"):
-                if precision in config.precisions:
-                    found.append(lambda p=precision: TorchRunner(model, "cuda", p, cuda_graph=config.cuda_graphs))
-        else:
+        found += [lambda: TorchRunner(pipeline.model, "cpu", "fp32")] if config.cpu_rows else []
+        for precision in sorted(want & {"fp32", "fp16"}) if torch.cuda.is_available() else ():
+            found.append(lambda p=precision: TorchRunner(pipeline.model, "cuda", p, cuda_graph=config.cuda_graphs))
+        if not torch.cuda.is_available():
             _skip(skipped, "pytorch cuda fp32/fp16: no CUDA device (torch.cuda.is_available() is False)")
-    exports = _Exports(model, resolution, config, workdir, digest or model_digest(model))
     if "onnxruntime" in config.backends:
         try:
             import onnxruntime
         except ImportError:
-            _skip(skipped, "onnxruntime rows: onnxruntime is not installed (pip install 'sanet[onnx]')")
-        else:
-            available = onnxruntime.get_available_providers()
-            for provider in ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"):
-                if provider in available:
-                    found.append(lambda p=provider: OrtRunner(exports.onnx(), providers=[p]))
-                else:
-                    _skip(skipped, "onnxruntime {}: not in this onnxruntime build (pip install onnxruntime-gpu)".format(provider))
-            if "int8" in config.precisions:
-                if config.calib:
-                    found.append(lambda: OrtRunner(exports.qdq("uint8")))
-                else:
-                    _skip(skipped, "onnxruntime int8: no calibration images (pass --calib DIR)")
-    if "tensorrt" in config.backends:
-        found.extend(_engine_factories(exports, config, skipped))
-    for path in extra_onnx:
-        found.append(lambda p=path: OrtRunner(p))
-    for path in extra_engines:
-        found.append(lambda p=path: _trt_runner(p, config.cuda_graphs))
-    return found
-
-
-class _Exports:
-    """The files a resolution's rows need, made once per model (keyed by a hash of its weights)."""
-
-    def __init__(self, model, resolution, config, workdir, digest):
-        self.model, self.resolution, self.config = model, resolution, config
-        self.stem = os.path.join(workdir, "{}_{}x{}_{}".format(model.config.variant, *resolution, digest))
-        self.manifest = None
-
-    def onnx(self):
-        from .export import ExportConfig, export_onnx
-
-        path = self.stem + ".onnx"
-        if not os.path.isfile(path):
-            export_onnx(self.model, path, ExportConfig(*self.resolution))
-        return path
-
-    def crops(self):
-        from .calibration import CropConfig, plan_crops
-
-        if self.manifest is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # few calibration images is a deliberate bench default
-                self.manifest = plan_crops(self.config.calib, CropConfig(*self.resolution, count=self.config.calib_count))
-        return self.manifest
-
-    def qdq(self, activations):
-        """Q/DQ INT8 ONNX: uint8 activations for the ONNX Runtime x86 fast path, int8 for TensorRT."""
-        from .calibration import QuantizeConfig, quantize_qdq
-
-        manifest = self.crops()
-        path = "{}_{}_{}.onnx".format(self.stem, activations, manifest["sha256"][:12])
-        if not os.path.isfile(path):
-            quantize_qdq(self.onnx(), path, manifest, QuantizeConfig(activations=activations),
-                         cache_dir=os.path.dirname(path))
-        return path
-
-    def engine(self, precision):
-        import tensorrt
-
-        from .engines import EngineConfig, build_engine, check_engine, engine_path, int8_route, system_facts
-        from .export import read_metadata
-
-        source = self.onnx()
-        if precision == "int8" and int8_route(EngineConfig("int8"), tensorrt.__version__, read_metadata(source)) == "qdq":
-            source = self.qdq("int8")
-        plan = engine_path(source, precision)
-        try:
-            check_engine(plan, system_facts(tensorrt))  # reuse only an engine built here, for these weights
-        except SanetError:
-            timing_cache = os.path.join(os.path.dirname(plan), "timing.cache")
-            manifest = self.crops() if precision == "int8" else None
-            build_engine(source, plan, EngineConfig(precision, timing_cache=timing_cache), manifest)
-        return plan
-
-
-def _engine_factories(exports, config, skipped):
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        _skip(skipped, "tensorrt engines fp16/int8: tensorrt is not installed (JetPack ships it; on x86 use an "
-                       "NVIDIA TensorRT container)")
-        return []
-    found = []
-    for precision in ("fp16", "int8"):
-        if precision not in config.precisions:
-            continue
-        if precision == "int8" and not config.calib:
-            _skip(skipped, "tensorrt int8: no calibration images (pass --calib DIR)")
-            continue
-        found.append(lambda p=precision: _trt_runner(exports.engine(p), config.cuda_graphs))
-    return found
+            onnxruntime = _skip(skipped, "onnxruntime rows: onnxruntime is not installed (pip install 'sanet[onnx]')")
+        for provider in ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider") if onnxruntime else ():
+            if provider == "CPUExecutionProvider" and not config.cpu_rows:
+                continue
+            if provider in onnxruntime.get_available_providers():
+                found.append(lambda p=provider: pipeline.runner("onnx", resolution, providers=[p]))
+            else:
+                _skip(skipped, "onnxruntime {}: not in this onnxruntime build (pip install onnxruntime-gpu)".format(provider))
+        if onnxruntime and "int8" in want and config.cpu_rows:  # uint8 activations: the ONNX Runtime x86 fast path
+            found.append(lambda: pipeline.runner("qdq", resolution, activations="uint8"))
+    if "tensorrt" in config.backends and not tensorrt_available():
+        _skip(skipped, "tensorrt engines fp16/int8: tensorrt is not installed (JetPack ships it; on x86 use an NVIDIA "
+                       "TensorRT container)")
+    elif "tensorrt" in config.backends:
+        for precision in sorted(want & {"fp16", "int8"}):
+            found.append(lambda p=precision: pipeline.runner("engine", resolution, precision=p, cuda_graph=config.cuda_graphs))
+    found += [lambda p=path: OrtRunner(p) for path in extra_onnx]
+    return found + [lambda p=path: _trt_runner(p, config.cuda_graphs) for path in extra_engines]
 
 
 def _trt_runner(path, cuda_graph):
@@ -416,60 +399,204 @@ def _skip(skipped, message):
         skipped.append(message)
 
 
-def measure(runner, resolution, config, reference, dataset):
-    """Time one runner at one resolution and check its parity against ``reference``."""
-    from .parity import compare
-
-    height, width = resolution
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, size=(1, height, width, 3), dtype=np.uint8)
-    prepared = runner.prepare(image)
-    sync = getattr(runner, "synchronize", None)
-    info = runner.info
-    row = Row("{}x{}".format(height, width), info.label, info.backend, info.device, info.precision)
-    with PowerMonitor() as power:
-        compute = time_loop(lambda: (runner.infer(prepared), power.sample()), config.warmup, config.iterations,
-                            config.seconds, sync)
-    end_to_end = time_loop(lambda: runner.predict(image), 1, config.iterations, config.seconds, sync)
-    stats = latency_stats(compute)
-    row.iterations = len(compute)
-    row.mean_ms, row.p50_ms, row.p90_ms, row.p99_ms, row.fps = (stats[k] for k in ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "fps"))
-    e2e = latency_stats(end_to_end)
-    row.e2e_mean_ms, row.e2e_fps = e2e["mean_ms"], e2e["fps"]
-    row.power_w, row.throttled = power.watts, power.throttle if power.source else None
-    if row.power_w:
-        row.fps_per_watt = row.fps / row.power_w
-    result = compare(reference, runner, dataset, size=resolution, limit=config.parity_images, progress=False)
-    row.miou, row.agreement_miou, row.pixel_agreement = result.miou_candidate, result.agreement_miou, result.pixel_agreement
-    row.delta_miou, row.failures = result.delta_miou, result.failures
-    row.verdict = "PASS" if result.passed else "FAIL"
-    return row
 
 
-def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=print):
-    """All rows for all resolutions; returns (rows, skipped). Ctrl-C stops early and keeps what was measured."""
-    from .parity import MemoRunner
-    from .runners import TorchRunner
+# ----------------------------------------------------------------------------------------------
+# Host, reports and plots
 
-    os.makedirs(config.out, exist_ok=True)
-    workdir = os.path.join(config.out, "onnx")
-    os.makedirs(workdir, exist_ok=True)
-    reference = MemoRunner(TorchRunner(model, "cpu", "fp32"))
-    digest = model_digest(model)
-    rows, skipped = [], []
+
+def host_facts():
+    """CPU, GPU, CUDA, TensorRT, ONNX Runtime and L4T facts recorded with results."""
+    import torch
+
+    facts = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+             "threads": torch.get_num_threads(), "gpu": None, "l4t": None}
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        facts["cpu"] = names[0] if names else facts["cpu"]
+    for module in ("onnxruntime", "tensorrt"):
+        try:
+            facts[module] = __import__(module).__version__
+        except ImportError:
+            facts[module] = None
+    if torch.cuda.is_available():
+        facts.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
+                     compute_capability="{}.{}".format(*torch.cuda.get_device_capability(0)))
+    if os.path.isfile("/etc/nv_tegra_release"):
+        with open("/etc/nv_tegra_release", encoding="utf-8", errors="replace") as handle:
+            facts["l4t"] = handle.readline().strip()
+    return facts
+
+
+def host_label(facts):
+    return "{}{} ({} cores)".format(facts.get("gpu") + " / " if facts.get("gpu") else "", facts.get("cpu"), facts.get("cpu_count"))
+
+
+def write_reports(rows, facts, settings, out, skipped):
+    """bench.json (with the timing protocol), bench.csv, bench.md and (with matplotlib) PNG plots, all atomic."""
+    import csv
+    import io
+    from dataclasses import asdict
+
+    from .fileio import write_json_atomic, write_text_atomic
+
+    os.makedirs(out, exist_ok=True)
+    settings = dict(settings, date=settings.get("date") or time.strftime("%Y-%m-%d %H:%M %Z"))
+    data = {"protocol": PROTOCOL, "host": facts, "settings": settings, "skipped": skipped, "rows": [asdict(r) for r in rows]}
+    write_json_atomic(os.path.join(out, "bench.json"), data)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(Row.__dataclass_fields__))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(dict(asdict(row), failures="; ".join(row.failures), round_fps=" ".join("{:.3f}".format(f) for f in row.round_fps)))
+    write_text_atomic(os.path.join(out, "bench.csv"), buffer.getvalue())
+    write_text_atomic(os.path.join(out, "bench.md"), markdown_table(rows, facts, settings))
     try:
-        for resolution in config.resolutions:
-            for factory in candidates(model, resolution, config, workdir, skipped, extra_onnx, extra_engines, digest):
-                try:
-                    runner = factory()
-                except SanetError as exc:
-                    skipped.append("{}x{}: {}".format(resolution[0], resolution[1], exc))
-                    continue
-                with runner:
-                    if runner.info.input_size and tuple(runner.info.input_size) != tuple(resolution):
-                        continue  # a fixed-size ONNX/engine only runs at the resolution it was built for
-                    report("measuring {} at {}x{} ...".format(runner.info.label, *resolution))
-                    rows.append(measure(runner, resolution, config, reference, dataset))
-    except KeyboardInterrupt:
-        skipped.append("interrupted (Ctrl-C): the rows measured so far are reported")
-    return rows, skipped
+        plots = write_plots(rows, facts, settings, out)
+    except ImportError:
+        plots = []
+        _skip(skipped, "plots: matplotlib is not installed (pip install matplotlib)")
+    return ["bench.json", "bench.csv", "bench.md"] + plots
+
+
+def _fmt(value, pattern="{:.1f}", scale=1.0):
+    return "-" if value is None or value != value else pattern.format(value * scale)
+
+
+TABLE_HEADERS = ["input", "runner", "n", "mean ms", "p50 ms", "p99 ms", "CV %", "FPS", "H2D ms", "D2H ms", "e2e ms",
+                 "e2e FPS", "mIoU %", "agree mIoU %", "pixel agree %", "FPS/W", "parity"]
+
+
+def table_rows(rows):
+    return [[r.resolution, r.runner + (" (copies in compute)" if r.copies_in_compute else ""), r.iterations,
+             _fmt(r.mean_ms), _fmt(r.p50_ms), _fmt(r.p99_ms), _fmt(r.cv, scale=100) + (" unstable" if r.unstable else ""),
+             _fmt(r.fps, "{:.2f}"), _fmt(r.h2d_ms, "{:.2f}"), _fmt(r.d2h_ms, "{:.2f}"), _fmt(r.e2e_mean_ms),
+             _fmt(r.e2e_fps, "{:.2f}"), _fmt(r.miou, "{:.2f}", 100), _fmt(r.agreement_miou, "{:.2f}", 100),
+             _fmt(r.pixel_agreement, "{:.3f}", 100), _fmt(r.fps_per_watt, "{:.2f}"), r.verdict] for r in rows]
+
+
+def markdown_table(rows, facts, settings):
+    lines = ["| " + " | ".join(TABLE_HEADERS) + " |", "|" + "---|" * len(TABLE_HEADERS)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in table_rows(rows)]
+    head = "Host: {}; torch {}, onnxruntime {}, TensorRT {}. Model: {}. Batch 1, {} round(s); FPS = 1000 / mean compute " \
+           "ms; e2e = uint8 frame in, uint8 class map out; CV > {:.0f} % is marked unstable.\n\n".format(
+               host_label(facts), facts.get("torch"), facts.get("onnxruntime"), facts.get("tensorrt"),
+               settings.get("checkpoint"), settings.get("rounds"), 100 * UNSTABLE_CV)
+    return head + "\n".join(lines) + "\n"
+
+
+def write_plots(rows, facts, settings, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    title = "SANet, {} on {}\n{}".format(os.path.basename(str(settings.get("checkpoint"))), host_label(facts),
+                                          settings["date"])
+    sizes = sorted({r.resolution for r in rows}, key=lambda s: int(s.split("x")[0]) * int(s.split("x")[1]))
+    runners = sorted({r.runner for r in rows})
+    colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(runners)}
+    fig, axis = plt.subplots(figsize=(8, 5), dpi=110)
+    for name in runners:
+        mine = sorted((sizes.index(r.resolution), r) for r in rows if r.runner == name)
+        axis.plot([i for i, _ in mine], [r.fps for _, r in mine], "o-", color=colors[name], label=name + " compute")
+        axis.plot([i for i, _ in mine], [r.e2e_fps for _, r in mine], "s--", color=colors[name], alpha=0.6,
+                  label=name + " end-to-end")
+    axis.set_xticks(range(len(sizes)))
+    axis.set_xticklabels(["{}\n({:.1f} MPix)".format(s, int(s.split("x")[0]) * int(s.split("x")[1]) / 1e6) for s in sizes])
+    axis.set_xlabel("input H x W (batch 1)")
+    axis.set_ylabel("frames per second (log scale)")
+    axis.set_yscale("log")
+    axis.grid(alpha=0.3, which="both")
+    axis.set_title("FPS vs input size: " + title, fontsize=9)
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    written = [_save_figure(plt, fig, out, "fps_vs_resolution.png")]
+    labelled = settings.get("checkpoint") != "random-init" and any(r.miou is not None for r in rows)
+    metric = "mIoU vs labels (%)" if labelled else "agreement mIoU vs PyTorch FP32 (%)"
+    markers = dict(zip(sizes, "osD^v"))
+    fig, axis = plt.subplots(figsize=(8, 5), dpi=110)
+    for row in rows:
+        quality = row.miou if labelled else row.agreement_miou
+        if quality is not None:
+            axis.scatter(row.fps, 100 * quality, color=colors[row.runner], marker=markers.get(row.resolution, "o"), s=45)
+    handles = [plt.Line2D([], [], color=colors[n], marker="o", linestyle="", label=n) for n in runners]
+    handles += [plt.Line2D([], [], color="grey", marker=markers.get(s, "o"), linestyle="", label=s) for s in sizes]
+    axis.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    axis.set_xlabel("frames per second, compute (log scale)")
+    axis.set_ylabel(metric)
+    axis.set_xscale("log")
+    axis.grid(alpha=0.3, which="both")
+    note = "" if labelled else " (untrained model or unlabelled data: agreement with the reference, not accuracy)"
+    axis.set_title("Accuracy vs speed{}: {}".format(note, title), fontsize=8)
+    return written + [_save_figure(plt, fig, out, "fps_vs_miou.png")]
+
+
+def _save_figure(plt, fig, out, name):
+    from .fileio import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(os.path.join(out, name)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return name
+
+
+# ----------------------------------------------------------------------------------------------
+# Model and flags
+
+
+def resolve_model(checkpoint=None, variant=None, classes=None, report=print):
+    """The network to bench and its name: ``checkpoint``; else the shipped :data:`DEFAULT_CHECKPOINT` when it
+    exists; else a random-init SANet (with a note: parity then only checks agreement)."""
+    from .checkpoints import load_model
+    from .model import build_model
+
+    path = checkpoint or (DEFAULT_CHECKPOINT if os.path.isfile(DEFAULT_CHECKPOINT) else None)
+    if path:
+        return load_model(path, variant, classes), path
+    report("note: no checkpoint given and none shipped: random-init SANet; parity checks agreement only")
+    return build_model(variant or "sanet", classes or 19, aux_head=False).eval(), "random-init"
+
+
+def add_arguments(parser):
+    """The bench-only flags; the CLI adds the shared ones (model, data, --res, --onnx/--engine, --calib, -o)."""
+    default = BenchConfig()
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS), help="default: all")
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS), help="default: all")
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay PyTorch CUDA and TensorRT rows from CUDA graphs")
+    parser.add_argument("--warmup-seconds", type=float, default=default.warmup_seconds,
+                        help="warm-up per visit of a row, after activating its runner (default %(default)s s)")
+    parser.add_argument("--iterations", type=int, default=default.iterations,
+                        help="minimum timed iterations per row, all rounds together (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=default.seconds,
+                        help="minimum timed seconds per row, all rounds together (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=default.rounds,
+                        help="interleaved rounds; each visits every row once (default %(default)s)")
+    parser.add_argument("--parity-images", type=int, default=default.parity_images,
+                        help="images per row for the parity check (default %(default)s)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when any row fails its parity budget")
+    return parser
+
+
+def config_from_args(args):
+    """BenchConfig from :func:`add_arguments` flags plus the shared ``--res``, ``--calib``, ``--calib-count`` and
+    ``-o`` where the parser has them; ``calib`` stays None for the caller to default."""
+    from .model import check_input_size
+
+    default = BenchConfig()
+    for name in ("iterations", "rounds", "parity_images", "calib_count"):
+        if getattr(args, name, 1) < 1:
+            raise SanetError("--{} must be at least 1".format(name.replace("_", "-")))
+    if args.warmup_seconds < 0 or args.seconds < 0:
+        raise SanetError("--warmup-seconds and --seconds must be >= 0")
+    try:
+        sizes = [(int(h), int(w)) for h, w in getattr(args, "res", None) or default.resolutions]
+    except ValueError:
+        raise SanetError("--res takes two integers H W") from None
+    for size in sizes:
+        check_input_size(*size)
+    return BenchConfig(sizes, tuple(args.backends), tuple(args.precisions), args.warmup_seconds, args.iterations, args.seconds,
+                       args.rounds, args.parity_images, getattr(args, "out", default.out), getattr(args, "calib", None),
+                       getattr(args, "calib_count", default.calib_count), args.cuda_graphs)
