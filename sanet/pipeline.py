@@ -49,6 +49,7 @@ from typing import Callable, Optional, Tuple
 
 from .errors import SanetError
 from .export import ExportConfig
+from .fileio import atomic_path
 
 
 @dataclass(frozen=True)
@@ -264,23 +265,19 @@ class Pipeline:
             quantize_qdq(source, path, manifest, config, cache_dir)
             self.notes[path] = "no parity data"
             return path
-        reference = TorchRunner(self.model)
-        if calib.fallback == "auto":
-            result, moved = quantize_with_fallback(source, path, manifest, config, reference, calib.parity_dataset,
-                                                   cache_dir=cache_dir, limit=calib.parity_limit, report=self.report)
-            self.report("auto-fallback kept in float: {}".format(", ".join(list(config.keep) + moved) or "nothing"))
-        else:
-            quantize_qdq(source, path, manifest, config, cache_dir)
-            try:
-                with OrtRunner(path) as candidate:
+        # Quantized and checked on a temporary path: an INT8 model over budget (or interrupted) never takes the name.
+        with atomic_path(path) as tmp, TorchRunner(self.model) as reference:
+            if calib.fallback == "auto":
+                result, moved = quantize_with_fallback(source, tmp, manifest, config, reference, calib.parity_dataset,
+                                                       cache_dir=cache_dir, limit=calib.parity_limit, report=self.report)
+                self.report("auto-fallback kept in float: {}".format(", ".join(list(config.keep) + moved) or "nothing"))
+            else:
+                quantize_qdq(source, tmp, manifest, config, cache_dir)
+                with OrtRunner(tmp) as candidate:
                     result = compare(reference, candidate, calib.parity_dataset, limit=calib.parity_limit, progress=False)
-            except BaseException:
-                os.remove(path)  # an unchecked INT8 model must not stay under the final name
-                raise
-            if not result.passed:
-                os.remove(path)
-                raise SanetError("INT8 Q/DQ model over its parity budget ({}): retry with --int8-fallback auto".format(
-                    "; ".join(result.failures)))
+                if not result.passed:
+                    raise SanetError("INT8 Q/DQ model over its parity budget ({}): retry with --int8-fallback auto".format(
+                        "; ".join(result.failures)))
         delta = "-" if result.delta_miou is None else "{:+.2f} pt".format(100 * result.delta_miou)
         self.notes[path] = "delta mIoU {}, pixel agreement {:.2%}".format(delta, result.pixel_agreement)
         return path

@@ -11,6 +11,7 @@ engine); ``close()`` frees it and is idempotent; ``with runner:`` does both. ``i
 error; ``predict`` activates on first use for one-shot callers (close it, or use ``with``, to free the state).
 A runner never modifies what it is given: the caller's model keeps its device, dtype, memory format and weights.
 """
+import contextlib
 import copy
 import os
 from dataclasses import dataclass, field
@@ -121,6 +122,17 @@ class Runner:
         if self.info.output == "argmax":
             return outputs.astype(np.int64), None
         return outputs.argmax(axis=1), outputs
+
+
+@contextlib.contextmanager
+def activated(runner):
+    """``with activated(runner):`` activates ``runner`` for the block unless the caller already did, and then
+    closes only what it opened (library functions that take a runner use this)."""
+    if runner.active:
+        yield runner
+        return
+    with runner:
+        yield runner
 
 
 class TorchRunner(Runner):

@@ -136,7 +136,7 @@ BAD_INPUTS = [
     ("export --random-init --int8-route magic -o {out}", 2, "invalid choice"),
     ("parity --onnx {base}/garbage.onnx --data {data}", 1, "give the CHECKPOINT the candidate was exported from"),
     ("parity {ckpt} --data {data} --emulate fp16", 1, "add --onnx MODEL"),
-    ("parity {ckpt} --onnx {base}/garbage.onnx --data {data} --min-pixel-agreement 1.5", 1, "fraction between 0 and 1"),
+    ("parity {ckpt} --onnx {base}/garbage.onnx --data {data} --max-delta-miou -0.1", 1, "is a fraction"),
     ("parity {ckpt} --onnx {base}/missing.onnx --data {data}", 1, "ONNX file not found"),
     ("parity {ckpt} --onnx {base}/garbage.onnx", 2, "the following arguments are required: --data"),
     ("parity {ckpt} --onnx {base}/garbage.onnx --data {data} --limit -1", 1, "--limit must be >= 1"),
