@@ -334,3 +334,26 @@ def test_export_lints_for_tensorrt_and_audits_fp16_ranges(files, tmp_path, capsy
     assert "TRT 8.5: 1 violation(s); TRT 10: ok" in stdout
     assert re.search(r"^trt-check 8\.5 sanet_tiny_64x128_b1\.onnx: .*opset 18", stdout, re.M)
     assert sorted(p.name for p in out.iterdir()) == ["sanet_tiny_64x128_b1.onnx"]
+
+
+@pytest.mark.tensorrt
+def test_engine_flag_runs_in_export_eval_parity_and_infer(trt_sim, files, tmp_path, capsys):
+    """--engine is one runner source for every command (TensorRT simulated; the CLI plumbing is checked once, on 10.3)."""
+    if not trt_sim.module.__version__.startswith("10.3"):
+        pytest.skip("the CLI plumbing is checked on the 10.3 listing; test_engines covers every release")
+    out, data = tmp_path / "exports", str(files["data"])
+    code, stdout, stderr = run_cli(capsys, ["export", str(files["ckpt"]), "--res", "64", "128", "--fp16", "--calib", data,
+                                            "-o", str(out)])
+    assert code == 0, stdout + stderr
+    plan = out / "sanet_tiny_64x128_b1_fp16.plan"
+    sidecar = json.loads((out / "sanet_tiny_64x128_b1_fp16.plan.json").read_text())
+    assert sidecar["build"]["extra"]["fp16_range_audit"]["passed"] is True and "fp16 range audit" in stdout
+    code, stdout, stderr = run_cli(capsys, ["eval", "--engine", str(plan), "--data", data, "--no-progress"])
+    assert code == 0 and "tensorrt-cuda-fp16" in stdout, stdout + stderr
+    report = tmp_path / "parity.json"
+    code, stdout, stderr = run_cli(capsys, ["parity", str(files["ckpt"]), "--engine", str(plan), "--data", data,
+                                            "--json", str(report)])
+    result = json.loads(report.read_text())
+    assert code == (0 if result["passed"] else 1) and result["candidate"] == "tensorrt-cuda-fp16", stdout + stderr
+    code, stdout, stderr = run_cli(capsys, ["infer", data, "--engine", str(plan), "-o", str(tmp_path / "masks")])
+    assert code == 0 and list((tmp_path / "masks").rglob("*_mask.png")), stdout + stderr
