@@ -15,6 +15,7 @@ from sanet.numerics import FP16_MAX, EmulatedRunner, audit_lines, fp16_model, fp
 from sanet.parity import BUDGETS, compare
 from sanet.runners import OrtRunner, TorchRunner
 
+pytestmark = pytest.mark.filterwarnings("ignore:calibrating on only")
 SIZE = (128, 256)
 
 
