@@ -210,22 +210,27 @@ def test_image_discovery_walks_folders_but_skips_label_folders(tmp_path):
     assert find_calibration_images(tmp_path) == [os.path.join("seq1", "x.png"), os.path.join("seq2", "deeper", "x.png")]
 
 
-def test_streamed_ranges_match_onnx_runtimes_calibrator(exported, synth_manifest):
+def test_streamed_ranges_match_onnx_runtimes_calibrator(synth_small, tmp_path, ort):
     """Several graph segments, one crop at a time: the same ranges ONNX Runtime's MinMax calibrator finds
     holding everything, and the same histograms as its entropy calibrator fed crop by crop."""
+    import torch
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
 
+    from sanet.export import ExportConfig, export_onnx
+    from sanet.model import build_model
     from sanet.runners import RunnerInfo
 
-    _, paths = exported
-    source = str(paths[(128, 256)])
+    torch.manual_seed(0)
+    source = str(tmp_path / "random.onnx")
+    export_onnx(build_model("sanet", 19, aux_head=False), source, ExportConfig(64, 128))
     info = RunnerInfo.from_metadata(read_metadata(source), "onnxruntime", "cpu")
-    batches = [info.preprocess.to_input(images) for images in iter_batches(synth_manifest, 1)][:4]
-    segments = graph_segments(onnx.load(source), set(), budget=2 << 20)
+    manifest = plan_crops(str(synth_small), CropConfig(64, 128, count=3))
+    batches = [info.preprocess.to_input(images) for images in iter_batches(manifest, 1)]
+    segments = graph_segments(onnx.load(source), set(), budget=1 << 20)
     assert len(segments) > 5 and segments[-1][2] == ["logits"]
     for method, ort_method in (("minmax", CalibrationMethod.MinMax), ("entropy", CalibrationMethod.Entropy)):
-        ours = collect_ranges(source, iter(batches), method, budget=2 << 20)
-        calibrator = create_calibrator(source, None, augmented_model_path=str(paths[(128, 256)]) + ".aug.onnx",
+        ours = collect_ranges(source, iter(batches), method, budget=1 << 20)
+        calibrator = create_calibrator(source, None, augmented_model_path=str(tmp_path / "augmented.onnx"),
                                        calibrate_method=ort_method)
         for batch in batches:
             calibrator.collect_data(_OneBatch(batch))
