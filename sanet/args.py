@@ -34,11 +34,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text + " (default: %(default)s)"
 
 
-def parser(prog, description, examples, *groups, conflict_handler="error"):
+def parser(prog, description, examples, *groups):
     """An ArgumentParser with ``groups`` added, whose help ends with ``examples`` (a list of command lines)."""
     epilog = "examples:\n" + "\n".join("  " + line for line in examples)
     result = argparse.ArgumentParser(prog=prog, description=" ".join(description.split()), epilog=epilog,
-                                     formatter_class=HelpFormatter, conflict_handler=conflict_handler)
+                                     formatter_class=HelpFormatter)
     for group in groups:
         group.add(result)
     return result
@@ -80,11 +80,12 @@ class ModelSource:
 
     positional: bool = True
     random_init: str = "never"  # "never": a checkpoint is required to build; "flag": needs --random-init; "default"
+    default_help: Optional[str] = None  # what runs without a checkpoint, when the command decides that itself
 
     def add(self, parser):
         text = "checkpoint (.safetensors or .pt read with weights_only; reference-repo files load too; default: {})".format(
-            {"never": "none, give one unless --onnx/--engine", "flag": "none, give one or --random-init",
-             "default": "random init"}[self.random_init])
+            self.default_help or {"never": "none, give one unless --onnx/--engine", "flag": "none, give one or --random-init",
+                                  "default": "random init"}[self.random_init])
         if self.positional:
             parser.add_argument("checkpoint", nargs="?", help=text)
         else:

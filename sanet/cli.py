@@ -248,7 +248,7 @@ def parity_main(argv):
     return 0 if result.passed else 1
 
 
-BENCH_MODEL = groups.ModelSource(positional=False, random_init="default")
+BENCH_MODEL = groups.ModelSource(False, "default", "the shipped sanet/weights checkpoint if present, else random init")
 BENCH = (BENCH_MODEL, groups.Data(required=False, limit=False, data_help="dataset root for parity (default: generated "
                                   "synthetic scenes)"), groups.Resolutions(None), groups.RunnerSource(BENCH_MODEL, many=True),
          groups.Calibration(full=False, count=16), groups.Output("results/bench", "report folder"))
@@ -260,8 +260,8 @@ def bench_parser():
     parser = groups.parser("sanet-bench", bench_main.__doc__, [
         "sanet-bench", "sanet-bench --checkpoint best.safetensors --data data/cityscapes --res 512 1024",
         "sanet-bench --backends onnxruntime --precisions fp32 int8 --calib data/cityscapes --strict"],
-        *BENCH, conflict_handler="resolve")  # while sanet.bench.add_arguments still declares shared flags, its copy wins
-    return add_arguments(parser)
+        *BENCH)
+    return add_arguments(parser)  # the bench-only flags (timing, backends, precisions)
 
 
 def bench_main(argv):
@@ -273,8 +273,8 @@ def bench_main(argv):
     from .synth import SynthConfig, generate_dataset
 
     args = bench_parser().parse_args(argv)
-    if args.res:
-        groups.parse_resolutions([[str(v) for v in pair] for pair in args.res])
+    if args.res:  # integers H, W multiples of 8, whichever group declared --res
+        args.res = [list(size) for size in groups.parse_resolutions([[str(v) for v in pair] for pair in args.res])]
     config = config_from_args(args)
     for group in BENCH[:2]:
         group.check(args)

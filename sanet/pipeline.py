@@ -180,9 +180,9 @@ class Pipeline:
 
     def _source(self):
         """The provenance recorded in metadata: the checkpoint's sha256, else (reusable runs) the weights' own."""
-        if self.source_sha256:
+        if self.source_sha256 or not self.reuse:
             return self.source_sha256
-        return "weights-" + weights_digest(self.model) if self.reuse else None
+        return self._once("weights", lambda: "weights-" + weights_digest(self.model))
 
     def _onnx_matches(self, path, config, quantized=None):
         from . import __version__
