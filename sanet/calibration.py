@@ -6,7 +6,9 @@
 2. Classic route (TensorRT 8.5/10, implicit quantization): an entropy or min-max calibrator in
    ``engines.py`` reads batches from here and stores its scales in a :class:`CalibrationCache`.
 3. Explicit Q/DQ route: :func:`quantize_qdq` writes a quantized ONNX (per-channel int8 weights, calibrated
-   activations) that ONNX Runtime CPU runs and TensorRT 10/11 builds as a strongly typed network.
+   activations, float biases) that ONNX Runtime CPU runs and TensorRT 10/11 builds as a strongly typed network.
+   Activation ranges are collected by :func:`collect_ranges`, streamed crop by crop through graph segments,
+   so memory stays bounded (~1.6-1.9 GB RSS at 1024x2048) whatever the method and crop count.
    :func:`quantize_with_fallback` keeps sensitive layer groups in float, one at a time, until the INT8
    parity budget against PyTorch holds.
 """
