@@ -84,9 +84,9 @@ def write_png(path, array):
 
 
 def is_label_folder(name):
-    """Folders that hold label maps, not camera frames: Cityscapes gtFine/gtCoarse, CamVid trainannot, labels."""
+    """Folders of label maps, not camera frames: Cityscapes gtFine/gtCoarse, CamVid *annot, labels, label*, gt*."""
     name = name.lower()
-    return name.startswith("gt") or name.endswith("annot") or name in ("labels", "label", "masks")
+    return name.startswith(("gt", "label")) or name.endswith("annot")
 
 
 def find_images(root, extensions=IMAGE_EXTENSIONS):
