@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from .data import TRAIN_TO_LABEL, import_cv2, write_png
 from .errors import SanetError
 from .metrics import ConfusionMatrix
+from .runners import activated
 
 
 def progress_bar(iterable, total, desc, enabled=True):
@@ -84,12 +85,13 @@ def evaluate(runner, dataset, scales=(1.0,), flip=False, size=None, submit_dir=N
             runner.info.num_classes, dataset.num_classes))
     count = len(dataset) if limit is None else min(limit, len(dataset))
     matrix = ConfusionMatrix(dataset.num_classes)
-    for index in progress_bar(range(count), count, "eval " + runner.info.label, progress):
-        image, label, name = dataset.load(index)
-        prediction = predict_full(runner, image, label.shape, scales, flip, size)
-        matrix.update(prediction, label)
-        if submit_dir:
-            write_png(os.path.join(submit_dir, name), TRAIN_TO_LABEL[prediction.astype(np.uint8)])
+    with activated(runner):
+        for index in progress_bar(range(count), count, "eval " + runner.info.label, progress):
+            image, label, name = dataset.load(index)
+            prediction = predict_full(runner, image, label.shape, scales, flip, size)
+            matrix.update(prediction, label)
+            if submit_dir:
+                write_png(os.path.join(submit_dir, name), TRAIN_TO_LABEL[prediction.astype(np.uint8)])
     result = matrix.summary(dataset.class_names)
     result.update({"images": count, "labelled_frames": len(dataset),
                    "unlabelled_skipped": int(getattr(dataset, "unlabelled_skipped", 0)),

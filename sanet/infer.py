@@ -20,6 +20,7 @@ from .data import CAMVID_PALETTE, CITYSCAPES_PALETTE, IMAGE_EXTENSIONS, find_ima
 from .errors import SanetError
 from .fileio import atomic_path, ensure_writable_dir
 from .model import check_input_size
+from .runners import activated
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
@@ -339,10 +340,11 @@ def run(sources, runner, config: InferConfig, report=print):
     segmenter = Segmenter(runner, config)
     images = [s for s in sources if s.kind == "image"]
     summary = {"images": [], "videos": {}}
-    if images:
-        summary["images"] = run_images(images, segmenter, config.out, report, config.progress_every)
-    for source in sources:
-        if source.kind != "image":
-            segmenter.compute_seconds = 0.0
-            summary["videos"][source.name] = run_video(source, segmenter, config.out, config, report)
+    with activated(runner):
+        if images:
+            summary["images"] = run_images(images, segmenter, config.out, report, config.progress_every)
+        for source in sources:
+            if source.kind != "image":
+                segmenter.compute_seconds = 0.0
+                summary["videos"][source.name] = run_video(source, segmenter, config.out, config, report)
     return summary

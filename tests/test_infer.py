@@ -88,7 +88,8 @@ def test_folder_walks_subfolders_skips_labels_and_mirrors_paths(tmp_path):
     assert [s.name for s in explicit] == ["x_leftImg8bit", "x_leftImg8bit_2"]
     messages = []
     model = build_model("sanet-tiny", 19, aux_head=False)
-    summary = run(sources, TorchRunner(model), InferConfig(str(tmp_path / "out"), progress_every=1), report=messages.append)
+    with TorchRunner(model) as runner:
+        summary = run(sources, runner, InferConfig(str(tmp_path / "out"), progress_every=1), report=messages.append)
     assert summary["images"] == [s.name for s in sources]
     for source in sources:
         for kind in ("mask", "overlay", "classes"):
