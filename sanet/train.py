@@ -153,6 +153,9 @@ def lr_lambda(config, total_iters):
 
 class Trainer:
     def __init__(self, config: TrainConfig, resume=None):
+        if config.checkpoint_every < 0:
+            raise SanetError("checkpoint_every={}: use 0 (checkpoints at epoch ends only) or a number of iterations".format(
+                config.checkpoint_every))
         self.config = config
         self.distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
         self.rank = int(os.environ.get("RANK", 0))

@@ -254,6 +254,8 @@ def test_config_errors(tmp_path, synth_small):
         TrainConfig.load("configs/synthetic.yaml", ["epoch_count=3"])
     with pytest.raises(SanetError, match="dataset root not found"):
         Trainer(small_train_config(tmp_path / "missing", tmp_path / "o"))
+    with pytest.raises(SanetError, match="checkpoint_every=-5: use 0"):
+        Trainer(small_train_config(synth_small, tmp_path / "o", checkpoint_every=-5))
 
 
 def test_resume_from_other_variant_is_refused(trained, synth_small, tmp_path):
