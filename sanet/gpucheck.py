@@ -36,10 +36,11 @@ def torch_variant_rows(model, resolution, config, dataset, report):
     """One bench row per PyTorch CUDA variant at ``resolution``; a variant that raises becomes a FAIL row."""
     import numpy as np
 
+    from .parity import MemoRunner
     from .runners import TorchRunner
 
-    reference, rows = bench.ReferenceMaps(model), []
-    reference.fill(dataset, resolution, config.parity_images)
+    reference, rows = MemoRunner(TorchRunner(model, "cpu", "fp32")), []
+    bench.fill_reference(reference, dataset, resolution, config.parity_images)
     frame = np.random.default_rng(0).integers(0, 256, size=(1,) + tuple(resolution) + (3,), dtype=np.uint8)
     for label, options in TORCH_VARIANTS:
         row = bench.Row("{}x{}".format(*resolution), "pytorch-cuda-" + label.replace(" ", "-"), "pytorch", "cuda", options["precision"])

@@ -88,7 +88,7 @@ def test_default_run_reports_protocol_and_consistent_rows(default_run):
     out, _, data = default_run
     assert data["protocol"] == json.loads(json.dumps(bench.PROTOCOL))
     assert {"compute", "end_to_end", "h2d", "d2h", "warmup", "rounds", "statistics", "power"} <= set(data["protocol"])
-    rows = data["rows"]
+    rows = [r for r in data["rows"] if r["device"] == "cpu"]  # a GPU host adds its own rows; these are the CPU ones
     assert {(r["resolution"], r["runner"]) for r in rows} == {
         (res, run) for res in ("64x128", "96x192") for run in ("pytorch-cpu-fp32", "onnxruntime-cpu-fp32", "onnxruntime-cpu-int8")}
     for row in rows:
@@ -102,14 +102,14 @@ def test_default_run_reports_protocol_and_consistent_rows(default_run):
     assert data["settings"]["calib_count"] == 16 and data["settings"]["rounds"] == 2
     assert data["host"]["cpu_count"] and data["host"]["torch"] == torch.__version__
     with open(out / "bench.csv") as handle:
-        assert len(list(csv.DictReader(handle))) == len(rows)
+        assert len(list(csv.DictReader(handle))) == len(data["rows"])
     markdown = (out / "bench.md").read_text()
-    assert markdown.count("\n|") == len(rows) + 2 and "CV" in markdown  # header, separator, rows
+    assert markdown.count("\n|") == len(data["rows"]) + 2 and "CV" in markdown  # header, separator, rows
 
 
 def test_parity_verdicts_follow_the_budget(default_run):
     _, _, data = default_run
-    for row in data["rows"]:
+    for row in [r for r in data["rows"] if r["device"] == "cpu"]:
         budget = BUDGETS[row["precision"]]
         if row["precision"] == "fp32":
             assert row["verdict"] == "PASS" and row["pixel_agreement"] >= budget.min_pixel_agreement
@@ -186,7 +186,7 @@ def test_trained_int8_row_holds_its_budget(trained, synth_small, tmp_path):
                        "onnxruntime", "--precisions", "fp32", "int8", "--iterations", "2", "--rounds", "1",
                        "--warmup-seconds", "0", "--parity-images", "6", "--calib-count", "24", "--strict", "-o", str(tmp_path / "o"))
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = {r["runner"]: r for r in json.loads((tmp_path / "o" / "bench.json").read_text())["rows"]}
+    rows = {r["runner"]: r for r in json.loads((tmp_path / "o" / "bench.json").read_text())["rows"] if r["device"] == "cpu"}
     assert set(rows) == {"onnxruntime-cpu-fp32", "onnxruntime-cpu-int8"}
     int8 = rows["onnxruntime-cpu-int8"]
     assert int8["verdict"] == "PASS" and abs(int8["delta_miou"]) <= 0.01
@@ -214,15 +214,23 @@ def test_flags_compose_into_a_config():
         bench.config_from_args(parser.parse_args(["--seconds", "-1"]))
 
 
-def test_reference_maps_are_uint8_and_bounded(synth_small):
+def test_reference_maps_are_filled_before_candidates_and_closed(synth_small):
+    import cv2
+
     from sanet.data import open_dataset
+    from sanet.parity import MemoRunner
+    from sanet.runners import TorchRunner
 
     model = bench.resolve_model(None, report=lambda _: None)[0]
     dataset = open_dataset(str(synth_small), "cityscapes", "val")
-    reference = bench.ReferenceMaps(model, max_bytes=2 * 64 * 128)
-    reference.fill(dataset, (64, 128), 4)
-    assert len(reference.cache) == 2  # four maps asked for, two fit
+    reference = MemoRunner(TorchRunner(model, "cpu", "fp32"))
+    bench.fill_reference(reference, dataset, (64, 128), 4)
+    assert len(reference.cache) == 4 and not reference.runner.active  # closed again: one activated runner at a time
     assert all(m.dtype == np.uint8 and m.shape == (1, 64, 128) for m in reference.cache.values())
+    image = dataset.load(0)[0]
+    resized = cv2.resize(image, (128, 64), interpolation=cv2.INTER_LINEAR)[None]
+    class_map, logits = reference.predict(resized)  # what compare asks for: a cache hit, no activation
+    assert logits is None and not reference.runner.active and class_map.shape == (1, 64, 128)
 
 
 def test_default_model_is_the_shipped_checkpoint_when_present(trained, monkeypatch):
