@@ -29,7 +29,7 @@ OPS_10 = "onnx-tensorrt release/10.x (10.0-GA, 10.1-GA) docs/operators.md"
 UINT8_10 = "onnx-tensorrt 10.1-GA docs/operators.md note + ModelImporter.cpp UINT8 check"
 QDQ_10 = "onnx-tensorrt 10.1-GA onnxOpImporters.cpp QuantizeLinear/DequantizeLinear helper"
 OPS_11 = "onnx-tensorrt release/10.15 docs/operators.md (the table 11.x continues) + TensorRT 11.0/11.2 release notes"
-OPSET_11 = "TensorRT 11.5 release notes (ONNX opset 25) / NVIDIA ONNX opset guide 11.x"
+OPSET_11 = "TensorRT 11.5 release notes: opset 25 added in 11.5, so 11.0-11.4 parse up to opset 24"
 
 FLOATS = frozenset({"FLOAT", "FLOAT16"})
 FP8 = frozenset({"FLOAT8E4M3FN", "FLOAT8E5M2"})
@@ -205,7 +205,7 @@ RULES = {
         constant_inputs=dict(_REDUCE_AXES, CumSum=(1,), Slice=(3,), Squeeze=(1,), Unsqueeze=(1,), Pad=(3,),
                              Dropout=(2,), OneHot=(1,))),
     "11": Rules(
-        release="11", opset=(9, 25), opset_source=OPSET_11, types=TYPES_TABLE_11, unsupported=UNSUPPORTED_11,
+        release="11", opset=(9, 24), opset_source=OPSET_11, types=TYPES_TABLE_11, unsupported=UNSUPPORTED_11,
         ops_source=OPS_11, downcast={"DOUBLE": "FLOAT"}, cast_types=TYPES_TABLE_11["Cast"], cast_source=OPS_11,
         quantize_outputs=_types("I8", "FP8", "FP4", "I4"), quantize_source=OPS_11, uint8_source=UINT8_10,
         io_types=_types("F", "BF", "FP8", "FP4", "I8", "I4", "U8", "I32", "I64", "B") | {"DOUBLE"}, io_source=OPS_11,
