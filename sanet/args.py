@@ -6,6 +6,7 @@ fix. Help texts show every default (:class:`HelpFormatter`). Commands compose th
 """
 import argparse
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -126,6 +127,7 @@ class RunnerSource:
 
     model: ModelSource = field(default_factory=ModelSource)
     many: bool = False
+    shipped_default: bool = False  # no checkpoint, --onnx or --engine: run the shipped synthetic-scene checkpoint
 
     def add(self, parser):
         if self.many:
@@ -156,7 +158,13 @@ class RunnerSource:
             if args.engine and args.device == "cpu":
                 raise SanetError("TensorRT engines run on the GPU: drop --device cpu")
         elif not args.checkpoint:
-            raise SanetError("give a CHECKPOINT, --onnx MODEL or --engine PLAN")
+            from .checkpoints import shipped_checkpoint
+
+            if not (self.shipped_default and shipped_checkpoint()):
+                raise SanetError("give a CHECKPOINT, --onnx MODEL or --engine PLAN")
+            args.checkpoint = shipped_checkpoint()
+            print("note: no checkpoint given: running the shipped synthetic-scene SANet ({})".format(args.checkpoint),
+                  file=sys.stderr)
 
     def build(self, args, model=None):
         """An un-activated runner; ``model`` reuses an already loaded checkpoint model."""

@@ -16,6 +16,14 @@ from .fileio import atomic_path
 from .model import ModelConfig, SANet
 
 CONFIG_KEY = "sanet_config"
+# SANet trained on the generated street scenes (fp16 weights; sanet/weights/PROVENANCE.md says how): what the bench,
+# eval and infer run when no checkpoint is given, so a first run measures a trained network, not noise.
+SHIPPED_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "sanet_synth.safetensors")
+
+
+def shipped_checkpoint():
+    """The shipped synthetic-scene checkpoint's path, or None when this install has no copy of it."""
+    return SHIPPED_CHECKPOINT if os.path.isfile(SHIPPED_CHECKPOINT) else None
 
 
 def _strip_prefixes(state_dict):

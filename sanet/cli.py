@@ -12,6 +12,8 @@ from .errors import SanetError
 
 MODEL = groups.ModelSource(positional=True, random_init="never")
 RUNNER = groups.RunnerSource(MODEL)
+SHIPPED = "the shipped synthetic-scene SANet in sanet/weights/"
+EVAL_RUNNER = groups.RunnerSource(groups.ModelSource(default_help=SHIPPED), shipped_default=True)
 EXPORT_MODEL = groups.ModelSource(positional=True, random_init="flag")
 
 
@@ -51,12 +53,8 @@ def print_table(headers, rows, out=None):
             print("  ".join("-" * w for w in widths), file=out)
 
 
-def _numeric(text):
-    try:
-        float(text.rstrip("%x"))
-        return True
-    except ValueError:
-        return False
+def _numeric(text):  # right-align plain numbers such as 12.5, -3, 99.9 % or 2.07x
+    return text.rstrip("%x ").lstrip("+-").replace(".", "", 1).isdigit()
 
 
 INFO_MODEL = groups.ModelSource(positional=True, random_init="default")
@@ -111,7 +109,7 @@ def eval_parser():
     return groups.parser("sanet-eval", eval_main.__doc__, [
         "sanet-eval runs/synth/best.safetensors --data data/synth",
         "sanet-eval --onnx exports/sanet_1024x2048_b1.onnx --data data/cityscapes --json eval.json",
-        "sanet-eval --engine exports/sanet_1024x2048_b1_fp16.plan --data data/cityscapes --limit 100"], RUNNER, EVAL_DATA, EVAL, JSON)
+        "sanet-eval --engine exports/sanet_1024x2048_b1_fp16.plan --data data/cityscapes --limit 100"], EVAL_RUNNER, EVAL_DATA, EVAL, JSON)
 
 
 def eval_main(argv):
@@ -124,9 +122,9 @@ def eval_main(argv):
     options, json_path = EVAL.build(args), JSON.build(args)
     if args.checkpoint and (args.onnx or args.engine):
         raise SanetError("give either a CHECKPOINT or --onnx/--engine, not both")
-    RUNNER.check(args)
+    EVAL_RUNNER.check(args)
     dataset = EVAL_DATA.build(args)
-    with RUNNER.build(args) as runner:
+    with EVAL_RUNNER.build(args) as runner:
         result = evaluate(runner, dataset, report=_say, **options)
     print_table(["class", "IoU %"], [[row["class"], format_iou(row["iou"])] for row in result["per_class_iou"]])
     print("mIoU {:.2f} %  pixel accuracy {:.2f} %  ({} images, {})".format(
@@ -159,6 +157,10 @@ def train_main(argv):
             print("matplotlib not installed: no curve.png (pip install matplotlib)")
         print("trained {} epochs in {:.1f} min; best val mIoU {:.2f} %; checkpoints in {}".format(
             len(history), seconds / 60, 100 * trainer.best_miou, config.out))
+    if trainer.stopped_at is not None:  # SIGINT/SIGTERM: a mid-epoch last.pt was saved; resuming continues there
+        print("interrupted at epoch {} iteration {}: continue with --resume {}".format(
+            *trainer.stopped_at, os.path.join(config.out, "last.pt")))
+        return 130
 
 
 EXPORT = (EXPORT_MODEL, groups.Resolutions((1024, 2048)), groups.Output("exports"), groups.ExportFormat(),
@@ -208,7 +210,6 @@ def export_main(argv):
         print(line)
     if missing:
         from .engines import TENSORRT_HINT
-
         raise SanetError("TensorRT is not installed, so no {} was built (the ONNX files above are complete): {}".format(
             missing[0], TENSORRT_HINT))
     return 1 if problems else 0
@@ -268,7 +269,8 @@ def bench_main(argv):
     """sanet-bench: FPS at 512x1024 / 768x1536 / 1024x2048 for every backend here, with parity vs PyTorch FP32."""
     import dataclasses
 
-    from .bench import TABLE_HEADERS, config_from_args, host_facts, resolve_model, run_bench, table_rows, write_reports
+    from .bench import config_from_args, resolve_model, run_bench
+    from .benchreport import TABLE_HEADERS, host_facts, table_rows, write_reports
     from .data import open_dataset
     from .synth import SynthConfig, generate_dataset
 
@@ -301,7 +303,7 @@ def bench_main(argv):
     return 0
 
 
-INFER_RUNNER = groups.RunnerSource(groups.ModelSource(positional=False, random_init="never"))
+INFER_RUNNER = groups.RunnerSource(groups.ModelSource(False, "never", SHIPPED), shipped_default=True)
 INFER = groups.InferOptions()
 
 
