@@ -57,14 +57,6 @@ class EngineConfig:
             raise SanetError("DLA runs FP16 or INT8 only: add --fp16 or --int8 to use --dla-core")
 
 
-def engine_path(onnx_path, precision, dla_core=None):
-    """exports/sanet_1024x2048_b1.onnx -> exports/sanet_1024x2048_b1_fp16[_dla0].plan"""
-    stem = os.path.splitext(os.fspath(onnx_path))[0]
-    if stem.endswith("_int8_qdq"):  # the quantized twin of an export names its engine like the export
-        stem = stem[:-len("_int8_qdq")]
-    return "{}_{}{}.plan".format(stem, precision, "" if dla_core is None else "_dla{}".format(dla_core))
-
-
 def sidecar_path(engine):
     return os.fspath(engine) + ".json"
 

@@ -51,12 +51,6 @@ class ExportConfig:
     def output_name(self):
         return "classes" if self.output == "argmax" else "logits"
 
-    def file_name(self, variant):
-        suffix = "" if (self.input_layout, self.output) == INPUT_LAYOUTS[:1] + OUTPUTS[:1] else "_{}_{}".format(
-            self.input_layout.replace("-", ""), self.output)
-        size = "dynamic" if self.dynamic else "{}x{}".format(self.height, self.width)
-        return "{}_{}_b{}{}.onnx".format(variant.replace("-", "_"), size, self.batch, suffix)
-
     def dynamic_axes(self):
         """ONNX dynamic axes: batch for Triton, H and W for --dynamic (their positions depend on the layout)."""
         axes = {}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from sanet import bench
+from sanet import bench, benchreport
 from sanet.checkpoints import load_model
 from sanet.errors import SanetError
 from sanet.export import ExportConfig, export_onnx
@@ -86,7 +86,7 @@ def test_timed_iteration_yields_uint8_class_map_and_e2e_covers_compute(exported)
 
 def test_default_run_reports_protocol_and_consistent_rows(default_run):
     out, _, data = default_run
-    assert data["protocol"] == json.loads(json.dumps(bench.PROTOCOL))
+    assert data["protocol"] == json.loads(json.dumps(benchreport.PROTOCOL))
     assert {"compute", "end_to_end", "h2d", "d2h", "warmup", "rounds", "statistics", "power"} <= set(data["protocol"])
     rows = [r for r in data["rows"] if r["device"] == "cpu"]  # a GPU host adds its own rows; these are the CPU ones
     assert {(r["resolution"], r["runner"]) for r in rows} == {
@@ -95,7 +95,7 @@ def test_default_run_reports_protocol_and_consistent_rows(default_run):
         assert row["iterations"] >= 4 and len(row["round_fps"]) == 2
         assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
         assert row["fps"] == pytest.approx(1000.0 / row["mean_ms"])
-        assert row["unstable"] == (row["cv"] > bench.UNSTABLE_CV)
+        assert row["unstable"] == (row["cv"] > benchreport.UNSTABLE_CV)
         assert not row["copies_in_compute"]  # CPU rows: nothing to copy
         # The invariant of the protocol: end-to-end contains compute, so it is never faster.
         assert row["e2e_mean_ms"] >= row["mean_ms"] and row["e2e_fps"] <= row["fps"]
@@ -180,9 +180,8 @@ def test_wrong_backend_row_fails_and_strict_exits_nonzero(trained, tmp_path):
     assert strict.returncode == 1 and "failed parity" in strict.stderr
 
 
-def test_trained_int8_row_holds_its_budget(trained, synth_small, tmp_path):
-    _, _, best = trained
-    result = bench_cli("--checkpoint", str(best), "--data", str(synth_small), "--res", "128", "256", "--backends",
+def test_trained_int8_row_holds_its_budget(shipped, synth_small, tmp_path):
+    result = bench_cli("--checkpoint", shipped, "--data", str(synth_small), "--res", "128", "256", "--backends",
                        "onnxruntime", "--precisions", "fp32", "int8", "--iterations", "2", "--rounds", "1",
                        "--warmup-seconds", "0", "--parity-images", "6", "--calib-count", "24", "--strict", "-o", str(tmp_path / "o"))
     assert result.returncode == 0, result.stdout + result.stderr

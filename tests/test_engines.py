@@ -12,7 +12,6 @@ from sanet.engines import (
     EngineConfig,
     check_engine,
     check_platform,
-    engine_path,
     int8_route,
     make_sidecar,
     parse_l4t_release,
@@ -98,8 +97,13 @@ def test_missing_corrupt_or_replaced_engine_files(fake_plan, tmp_path):
 
 
 def test_names_routes_and_platform_checks():
-    assert engine_path("out/sanet_1024x2048_b1.onnx", "fp16") == "out/sanet_1024x2048_b1_fp16.plan"
-    assert engine_path("out/sanet_1024x2048_b1_int8_qdq.onnx", "int8", 0) == "out/sanet_1024x2048_b1_int8_dla0.plan"
+    from sanet.model import build_model
+    from sanet.pipeline import Pipeline
+
+    model = build_model("sanet", 19, aux_head=False)
+    assert Pipeline(model, out_dir="out").path("engine", (1024, 2048), "fp16") == "out/sanet_1024x2048_b1_fp16.plan"
+    dla = Pipeline(model, out_dir="out", engine_config=EngineConfig("int8", dla_core=0))
+    assert dla.path("engine", (1024, 2048), "int8") == "out/sanet_1024x2048_b1_int8_dla0.plan"
     assert parse_l4t_release("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64") == "R35.4.1"
     assert parse_l4t_release("") is None and parse_l4t_release("garbage") is None
     plain, quantized = {}, {"sanet.quantization": "qdq"}

@@ -1,0 +1,202 @@
+"""sanet-bench reports: ``bench.json`` (the timing :data:`PROTOCOL`, host facts, settings, skip notes and every
+:class:`Row`), ``bench.csv`` (one line per row), ``bench.md`` (the table ``sanet-bench`` prints, under a line naming host,
+versions, model and date) and, with matplotlib, ``fps_vs_resolution.png`` and ``fps_vs_miou.png``; each file is written
+atomically.
+
+Timing protocol (:data:`PROTOCOL`, also in ``bench.json``): batch 1; compute is device execution only with input and
+output resident on the device (CUDA events on a GPU, wall clock on a CPU; runners without device staging include both
+copies and say so); end-to-end is wall clock from a uint8 HWC frame on the host to its uint8 class map on the host,
+timed in the same iterations as compute; every visit warms up first; rows are visited in interleaved rounds (odd rounds
+reversed) so drift hits every row alike; statistics are mean, p50, p90, p99 and CV = sample std / mean, and a CV above
+:data:`UNSTABLE_CV` marks the row unstable; power is sampled in its own thread, never inside a timed call.
+"""
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
+
+NAN = float("nan")
+UNSTABLE_CV = 0.10  # std / mean of a row's compute latencies above which the row is marked unstable
+PROTOCOL = {
+    "batch": 1,
+    "compute": "device execution only, input and output resident on the device: CUDA events on a GPU, wall clock on a "
+               "CPU; rows marked copies_in_compute come from runners without device staging and include both copies",
+    "h2d": "putting the prepared input on the device (stage); host preprocessing is only in end_to_end",
+    "d2h": "argmax on the device for logits models, then copying the uint8 class map (B, H, W) to the host",
+    "end_to_end": "wall clock from a uint8 HWC frame on the host to its uint8 class map on the host (preprocess, H2D, "
+                  "compute, argmax, D2H), in the same iterations as compute, so it is never faster than compute",
+    "warmup": "full iterations for warmup_seconds (at least one) at every visit, after the runner is activated",
+    "iterations": "at least `iterations` timed iterations and `seconds` seconds per row, split evenly over the rounds",
+    "rounds": "each round visits every row once (odd rounds in reverse order) so drift hits every row alike",
+    "statistics": "mean, p50, p90, p99 (linear interpolation) and CV = sample std / mean over all timed iterations; "
+                  "CV > 10 % marks the row unstable",
+    "power": "sampled in its own thread while a row is timed, never inside a timed call",
+}
+
+
+@dataclass
+class Row:
+    resolution: str
+    runner: str
+    backend: str
+    device: str
+    precision: str
+    iterations: int = 0
+    mean_ms: float = NAN  # compute latency statistics (ms) ...
+    p50_ms: float = NAN
+    p90_ms: float = NAN
+    p99_ms: float = NAN
+    cv: float = NAN
+    fps: float = NAN  # ... and 1000 / mean
+    unstable: bool = False
+    copies_in_compute: bool = False
+    h2d_ms: float = NAN
+    d2h_ms: float = NAN
+    e2e_mean_ms: float = NAN
+    e2e_p99_ms: float = NAN
+    e2e_cv: float = NAN
+    e2e_fps: float = NAN
+    round_fps: List[float] = field(default_factory=list)  # compute FPS of each round: drift shows here
+    miou: Optional[float] = None
+    agreement_miou: Optional[float] = None
+    pixel_agreement: Optional[float] = None
+    delta_miou: Optional[float] = None
+    power_w: Optional[float] = None
+    fps_per_watt: Optional[float] = None
+    throttled: Optional[bool] = None
+    verdict: str = "-"
+    failures: List[str] = field(default_factory=list)
+
+
+def host_facts():
+    """CPU, GPU, CUDA, TensorRT, ONNX Runtime and L4T facts recorded with results."""
+    import torch
+
+    facts = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+             "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "cuda": torch.version.cuda}
+    for key, path, prefix in (("cpu", "/proc/cpuinfo", "model name"), ("l4t", "/etc/nv_tegra_release", "")):
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                facts[key] = next((line.split(":", 1)[-1].strip() for line in handle if line.startswith(prefix)), facts.get(key))
+    for module in ("onnxruntime", "tensorrt"):
+        try:
+            facts[module] = __import__(module).__version__
+        except ImportError:
+            facts[module] = None
+    return facts
+
+
+def host_label(facts):
+    return "{}{} ({} cores)".format(facts["gpu"] + " / " if facts.get("gpu") else "", facts.get("cpu"), facts.get("cpu_count"))
+
+
+def write_reports(rows, facts, settings, out, skipped):
+    """bench.json (with the protocol), bench.csv, bench.md and (with matplotlib) PNG plots, each written atomically."""
+    import csv
+    import io
+
+    from .fileio import write_json_atomic, write_text_atomic
+
+    os.makedirs(out, exist_ok=True)
+    settings = dict(settings, date=settings.get("date") or time.strftime("%Y-%m-%d %H:%M %Z"))
+    write_json_atomic(os.path.join(out, "bench.json"), {"protocol": PROTOCOL, "host": facts, "settings": settings,
+                                                        "skipped": skipped, "rows": [asdict(r) for r in rows]})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(Row.__dataclass_fields__))
+    writer.writeheader()
+    writer.writerows(dict(asdict(r), failures="; ".join(r.failures), round_fps=" ".join(map("{:.3f}".format, r.round_fps)))
+                     for r in rows)
+    write_text_atomic(os.path.join(out, "bench.csv"), buffer.getvalue())
+    write_text_atomic(os.path.join(out, "bench.md"), markdown_table(rows, facts, settings))
+    try:
+        return ["bench.json", "bench.csv", "bench.md"] + write_plots(rows, facts, settings, out)
+    except ImportError:
+        note = "plots: matplotlib is not installed (pip install matplotlib)"
+        if note not in skipped:
+            skipped.append(note)
+        return ["bench.json", "bench.csv", "bench.md"]
+
+
+def _fmt(value, pattern="{:.1f}", scale=1.0):
+    return "-" if value is None or value != value else pattern.format(value * scale)
+
+
+TABLE_HEADERS = ["input", "runner", "n", "mean ms", "p50 ms", "p99 ms", "CV %", "FPS", "H2D ms", "D2H ms", "e2e ms", "e2e FPS",
+                 "mIoU %", "agree mIoU %", "pixel agree %", "FPS/W", "parity"]
+
+
+def table_rows(rows):
+    return [[r.resolution, r.runner + (" (copies in compute)" if r.copies_in_compute else ""), r.iterations, _fmt(r.mean_ms),
+             _fmt(r.p50_ms), _fmt(r.p99_ms), _fmt(r.cv, scale=100) + (" unstable" if r.unstable else ""), _fmt(r.fps, "{:.2f}"),
+             _fmt(r.h2d_ms, "{:.2f}"), _fmt(r.d2h_ms, "{:.2f}"), _fmt(r.e2e_mean_ms), _fmt(r.e2e_fps, "{:.2f}"),
+             _fmt(r.miou, "{:.2f}", 100), _fmt(r.agreement_miou, "{:.2f}", 100), _fmt(r.pixel_agreement, "{:.3f}", 100),
+             _fmt(r.fps_per_watt, "{:.2f}"), r.verdict] for r in rows]
+
+
+def markdown_table(rows, facts, settings):
+    head = ("Host: {}; torch {}, onnxruntime {}, TensorRT {}. Model: {}. {}. Batch 1, {} interleaved round(s); FPS = 1000 / "
+            "mean compute ms; e2e = uint8 frame in, uint8 class map out; CV > {:.0f} % is marked unstable.\n\n").format(
+        host_label(facts), facts.get("torch"), facts.get("onnxruntime"), facts.get("tensorrt"), settings.get("checkpoint"),
+        settings.get("date"), settings.get("rounds"), 100 * UNSTABLE_CV)
+    lines = ["| " + " | ".join(TABLE_HEADERS) + " |", "|" + "---|" * len(TABLE_HEADERS)]
+    return head + "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in table_rows(rows)]) + "\n"
+
+
+def write_plots(rows, facts, settings, out):
+    """fps_vs_resolution.png and fps_vs_miou.png, titled with what they show, the model, the host and the date."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def pixels(size):
+        return int(size.split("x")[0]) * int(size.split("x")[1])
+
+    sizes, runners = sorted({r.resolution for r in rows}, key=pixels), sorted({r.runner for r in rows})
+    colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(runners)}
+    subtitle = "model {} | {} | {}".format(os.path.basename(str(settings.get("checkpoint"))), host_label(facts), settings["date"])
+    fig, axis = plt.subplots(figsize=(9, 5), dpi=110)
+    for runner in runners:
+        mine = sorted((sizes.index(r.resolution), r) for r in rows if r.runner == runner)
+        axis.plot([i for i, _ in mine], [r.fps for _, r in mine], "o-", color=colors[runner], label=runner)
+        axis.plot([i for i, _ in mine], [r.e2e_fps for _, r in mine], "s--", color=colors[runner], alpha=0.5)
+    axis.set_xticks(range(len(sizes)), ["{}\n{:.2g} Mpx".format(s, pixels(s) / 1e6) for s in sizes])
+    axis.set(xlabel="input height x width", ylabel="frames per second (log scale)", yscale="log")
+    _finish(plt, fig, axis, axis.yaxis, "SANet frames per second vs input size (batch 1; solid: compute, dashed: "
+            "end-to-end)\n" + subtitle, os.path.join(out, "fps_vs_resolution.png"))
+    labelled = settings.get("checkpoint") != "random-init" and any(r.miou is not None for r in rows)
+    markers = dict(zip(sizes, "osD^v"))
+    fig, axis = plt.subplots(figsize=(9, 5), dpi=110)
+    for row in rows:
+        quality = row.miou if labelled else row.agreement_miou
+        if quality is not None:
+            axis.scatter(row.fps, 100 * quality, s=50, color=colors[row.runner], marker=markers.get(row.resolution, "o"))
+    axis.set(xlabel="frames per second, compute (log scale)", xscale="log",
+             ylabel="mIoU vs labels (%)" if labelled else "agreement mIoU vs PyTorch FP32 (%)")
+    handles = [plt.Line2D([], [], color=colors[n], marker="o", ls="", label=n) for n in runners]
+    handles += [plt.Line2D([], [], color="grey", marker=markers.get(s, "o"), ls="", label=s) for s in sizes]
+    what = "mIoU" if labelled else "agreement with PyTorch FP32 (untrained model or unlabelled data: not accuracy)"
+    _finish(plt, fig, axis, axis.xaxis, "SANet {} vs speed\n{}".format(what, subtitle), os.path.join(out, "fps_vs_miou.png"),
+            handles)
+    return ["fps_vs_resolution.png", "fps_vs_miou.png"]
+
+
+def _finish(plt, fig, axis, log_axis, title, path, handles=None):
+    """Readable log ticks (1, 2, 5 per decade), legend outside the plot, title, atomic PNG."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator
+
+    from .fileio import atomic_path
+
+    log_axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    log_axis.set_major_formatter(FormatStrFormatter("%g"))
+    log_axis.set_minor_formatter(FormatStrFormatter(""))
+    axis.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    axis.grid(alpha=0.3, which="both")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
