@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .benchreport import UNSTABLE_CV, Row, host_facts, host_label, markdown_table  # noqa: F401 (gpucheck uses bench.host_*, markdown_table)
+from .benchreport import UNSTABLE_CV, Row
 from .constants import BENCH_RESOLUTIONS, PRECISIONS
 from .errors import SanetError
 

@@ -13,7 +13,7 @@ import time
 import traceback
 from dataclasses import asdict
 
-from . import bench
+from . import bench, benchreport
 from .constants import BENCH_RESOLUTIONS
 from .errors import SanetError
 
@@ -81,15 +81,15 @@ def run_check(out, checkpoint=None, report=print):
     except Exception as exc:
         skipped = ["bench rows: " + _one_line(exc)]
         report(traceback.format_exc())
-    facts = bench.host_facts()
+    facts = benchreport.host_facts()
     settings = {"checkpoint": name, "rounds": config.rounds, "date": time.strftime("%Y-%m-%d %H:%M")}
     write_json_atomic(os.path.join(out, "gpucheck.json"),
                       {"host": facts, "settings": settings, "skipped": skipped, "rows": [asdict(r) for r in rows]})
     failed = [r for r in rows if r.verdict == "FAIL"]
-    summary = "{} path(s) run, {} failed on {}.\n\n".format(len(rows), len(failed), bench.host_label(facts))
+    summary = "{} path(s) run, {} failed on {}.\n\n".format(len(rows), len(failed), benchreport.host_label(facts))
     notes = "".join("\n- skipped: {}".format(s) for s in skipped) + "".join(
         "\n- FAIL {} at {}: {}".format(r.runner, r.resolution, "; ".join(r.failures)) for r in failed)
-    table = bench.markdown_table(rows, facts, settings)
+    table = benchreport.markdown_table(rows, facts, settings)
     write_text_atomic(os.path.join(out, "gpucheck.md"), "# sanet-gpucheck\n\n" + summary + table + notes + "\n")
     return rows, skipped
 
