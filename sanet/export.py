@@ -167,6 +167,9 @@ def export_onnx(model, path, config: ExportConfig, source_sha256=None, verify=Tr
         if config.simplify:
             proto = _simplify(proto)
         set_metadata(proto, _metadata(model, config, source_sha256))
+        # The oldest IR version that carries this opset (8 for opset 17): onnx >= 1.16 writes IR 10, which
+        # ONNX Runtime 1.16 (JetPack 5) refuses ("max supported IR version: 9") and TensorRT 8.5 predates.
+        proto.ir_version = onnx.helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
         max_diff = verify_onnx(tmp, graph, dummy, config) if verify else None

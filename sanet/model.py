@@ -17,10 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import SanetError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CITYSCAPES_CLASSES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
