@@ -6,7 +6,6 @@ fix. Help texts show every default (:class:`HelpFormatter`). Commands compose th
 """
 import argparse
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -163,8 +162,7 @@ class RunnerSource:
             if not (self.shipped_default and shipped_checkpoint()):
                 raise SanetError("give a CHECKPOINT, --onnx MODEL or --engine PLAN")
             args.checkpoint = shipped_checkpoint()
-            print("note: no checkpoint given: running the shipped synthetic-scene SANet ({})".format(args.checkpoint),
-                  file=sys.stderr)
+            print("note: no checkpoint given: running the shipped synthetic-scene SANet ({})".format(args.checkpoint))
 
     def build(self, args, model=None):
         """An un-activated runner; ``model`` reuses an already loaded checkpoint model."""

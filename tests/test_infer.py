@@ -166,11 +166,18 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path):
                           (["7"] + onnx, "camera 7 did not open"),
                           ([str(tmp_path / "nothing*.png")] + onnx, "input not found"),
                           ([str(good)] + onnx + ["-o", str(blocked / "sub")], "cannot create output directory"),
-                          ([str(good), "--onnx", str(tmp_path / "missing.onnx")], "ONNX file not found"),
-                          ([str(good)], "give a CHECKPOINT, --onnx MODEL or --engine PLAN")):
+                          ([str(good), "--onnx", str(tmp_path / "missing.onnx")], "ONNX file not found")):
         result = infer_cli(*argv, *(["-o", str(tmp_path / "o")] if "-o" not in argv else []))
         assert result.returncode in (1, 2) and message in result.stderr, (argv, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_no_model_given_runs_the_shipped_checkpoint(shipped, tmp_path):
+    good = tmp_path / "frames" / "good.png"
+    write_png(str(good), np.zeros((128, 256, 3), np.uint8))
+    result = infer_cli(str(tmp_path / "frames"), "-o", str(tmp_path / "o"))
+    assert result.returncode == 0 and "shipped synthetic-scene SANet" in result.stdout, result.stderr
+    assert (tmp_path / "o" / "good_mask.png").is_file()
 
 
 def parse_pbtxt_tensors(text, kind):

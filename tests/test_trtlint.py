@@ -320,6 +320,7 @@ def qdq_model(tmp_path_factory, ort):
     return quantize_qdq(fp32, out / "int8.onnx", manifest, QuantizeConfig())
 
 
+@pytest.mark.recent_ort  # the streamed Q/DQ route needs quantize_static(calibration_cache_path=...): not in ORT 1.16
 @pytest.mark.parametrize("release", RELEASES)
 def test_qdq_model_passes_every_release(qdq_model, release):
     graph = onnx.load(str(qdq_model)).graph
