@@ -339,6 +339,8 @@ def test_parser_mirrors_the_onnx(trt_sim, small_onnx):
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_float_builds_and_runner_parity(trt_sim, sim_engines, small_onnx, precision):
+    import trtsim
+
     from sanet.engines import TrtRunner, read_sidecar, system_facts
     from sanet.runners import OrtRunner
 
@@ -350,7 +352,8 @@ def test_float_builds_and_runner_parity(trt_sim, sim_engines, small_onnx, precis
     sidecar = read_sidecar(plan)
     assert sidecar["system"] == system_facts(trt_sim.module) and sidecar["precision"] == precision
     assert sidecar["unquantized_precision"] == precision
-    header = next(h for h in build_events(trt_sim) if h["fp16"] == (precision == "fp16") and not h["int8"])
+    header = trtsim.plan_header(plan)  # this plan's own build record (other tests build in the same session)
+    assert header["fp16"] == (precision == "fp16") and not header["int8"]
     assert header["pools"] == {"WORKSPACE": 64 << 20} and header["tensorrt"] == trt_sim.version
     images = sample_images(small_onnx[2])
     runner = TrtRunner(str(plan))
@@ -438,13 +441,16 @@ def test_failed_cache_write_keeps_the_engine(trt_sim, small_onnx, tmp_path):
 
 @pytest.mark.tensorrt
 def test_int8_build_routes(trt_sim, sim_engines, small_onnx):
+    import trtsim
+
     from sanet.engines import TrtRunner, read_sidecar
     from sanet.runners import OrtRunner
 
     plan = sim_engines["int8"]
     assert not isinstance(plan, SanetError), plan
     sidecar = read_sidecar(plan)
-    header = next(h for h in build_events(trt_sim) if h["int8"] or h["quantized"])
+    header = trtsim.plan_header(plan)  # this plan's own build record
+    assert header["int8"] or header["quantized"]
     if trt_sim.major >= 10:  # Q/DQ, strongly typed: no FP16/INT8 flags, float layers stay FP32
         assert header["quantized"] and header["strongly_typed"] and not header["fp16"] and not header["int8"]
         assert sidecar["unquantized_precision"] == "fp32"

@@ -37,6 +37,14 @@ ADDED_IN_86 = {"IBuilderConfig": ("builder_optimization_level", "hardware_compat
                                   "plugins_to_serialize"),
                "BuilderFlag": ("VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME")}
 PLAN_MAGIC = b"TRTSIM-PLAN\x00"
+
+
+def plan_header(path):
+    """The build record a simulated plan file carries (precision flags, pools, placement...)."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    (size,) = struct.unpack("<I", data[len(PLAN_MAGIC):len(PLAN_MAGIC) + 4])
+    return json.loads(data[len(PLAN_MAGIC) + 4:len(PLAN_MAGIC) + 4 + size].decode())
 CACHE_MAGIC = b"TRTSIM-TIMING\x00"
 # Enum values where code relies on them (bit positions, DataType constants); other enums count in listed order.
 KNOWN_VALUES = {
