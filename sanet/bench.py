@@ -19,7 +19,6 @@ from .errors import SanetError
 
 BACKENDS = ("pytorch", "onnxruntime", "tensorrt")
 # The trained model shipped with the package: "no checkpoint given" resolves to it when the file exists.
-DEFAULT_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "sanet_synth.safetensors")
 
 
 @dataclass
@@ -297,12 +296,12 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
 
 
 def resolve_model(checkpoint=None, variant=None, classes=None, report=print):
-    """The network to bench and its name: ``checkpoint``; else the shipped :data:`DEFAULT_CHECKPOINT` where it
-    exists; else a random-init SANet (with a note: parity then only checks agreement)."""
-    from .checkpoints import load_model
+    """The network to bench and its name: ``checkpoint``; else the shipped checkpoint (checkpoints.shipped_checkpoint)
+    where this install has it; else a random-init SANet (with a note: parity then only checks agreement)."""
+    from .checkpoints import load_model, shipped_checkpoint
     from .model import build_model
 
-    path = checkpoint or (DEFAULT_CHECKPOINT if os.path.isfile(DEFAULT_CHECKPOINT) else None)
+    path = checkpoint or shipped_checkpoint()
     if path:
         return load_model(path, variant, classes), path
     report("note: no checkpoint given and none shipped: random-init SANet; parity checks agreement only")

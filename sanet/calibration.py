@@ -27,7 +27,7 @@ from typing import Tuple
 import numpy as np
 
 from .constants import layer_group_prefix
-from .data import IMAGE_EXTENSIONS, import_cv2, read_image
+from .data import find_images, import_cv2, read_image
 from .errors import SanetError, require
 from .fileio import atomic_path, sha256_file, write_bytes_atomic, write_json_atomic
 from .runners import OrtRunner, RunnerInfo
@@ -59,12 +59,6 @@ class CropConfig:
             raise SanetError("calibration needs at least one batch: --calib-count {} < batch {}".format(self.count, self.batch))
 
 
-def is_label_folder(name):
-    """Folders of label maps, not camera frames: Cityscapes gtFine/gtCoarse, CamVid *annot, labels, label*, gt*."""
-    name = name.lower()
-    return name.startswith(("gt", "label")) or name.endswith("annot")
-
-
 def find_calibration_images(root):
     """Calibration sources under ``root``: Cityscapes ``leftImg8bit/train`` if present, else every image found
     recursively outside label folders (a label map as a calibration frame would skew every range)."""
@@ -72,11 +66,7 @@ def find_calibration_images(root):
     if not os.path.isdir(root):
         raise SanetError("calibration folder not found: {} (give a Cityscapes root or an image folder)".format(root))
     cityscapes_train = os.path.join(root, "leftImg8bit", "train")
-    base = cityscapes_train if os.path.isdir(cityscapes_train) else root
-    files = []
-    for folder, subfolders, names in os.walk(base):
-        subfolders[:] = sorted(d for d in subfolders if not is_label_folder(d))  # pruned in place: not walked
-        files.extend(os.path.join(folder, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+    files = find_images(cityscapes_train if os.path.isdir(cityscapes_train) else root)
     return sorted(os.path.relpath(f, root) for f in files)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from sanet import bench, benchreport
+from sanet import bench, benchreport, checkpoints
 from sanet.checkpoints import load_model
 from sanet.errors import SanetError
 from sanet.export import ExportConfig, export_onnx
@@ -235,10 +235,10 @@ def test_reference_maps_are_filled_before_candidates_and_closed(synth_small):
 def test_default_model_is_the_shipped_checkpoint_when_present(trained, monkeypatch):
     _, _, best = trained
     notes = []
-    if not os.path.isfile(bench.DEFAULT_CHECKPOINT):
-        model, name = bench.resolve_model(None, report=notes.append)
-        assert name == "random-init" and "random-init" in notes[0]
-    monkeypatch.setattr(bench, "DEFAULT_CHECKPOINT", str(best))
+    monkeypatch.setattr(checkpoints, "SHIPPED_CHECKPOINT", str(best.parent / "absent.safetensors"))
+    model, name = bench.resolve_model(None, report=notes.append)
+    assert name == "random-init" and "random-init" in notes[0]
+    monkeypatch.setattr(checkpoints, "SHIPPED_CHECKPOINT", str(best))
     model, name = bench.resolve_model(None, report=notes.append)
     reference = load_model(best)
     assert name == str(best)
