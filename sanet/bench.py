@@ -53,39 +53,14 @@ def visit_order(rows, rounds):
 
 
 # ----------------------------------------------------------------------------------------------
-# Timing: one iteration = preprocess, stage (H2D), execute (compute), fetch (argmax + D2H)
+# Timing: one iteration = preprocess, stage (H2D), execute (compute), fetch (argmax + D2H): the runner contract's
+# device phases (sanet.runners)
 
 
-class InferSteps:
-    """stage / execute / fetch in terms of ``infer`` for runners without them (on a GPU, compute then includes
-    both copies: ``device_resident`` is False and the row says so)."""
-
-    device_resident = False
-
-    def __init__(self, runner):
-        self.runner, self.inputs, self.outputs = runner, None, None
-
-    def stage(self, inputs):
-        self.inputs = inputs
-
-    def execute(self):
-        self.outputs = self.runner.infer(self.inputs)
-
-    def fetch(self, class_map=False):
-        if not class_map:
-            return self.outputs
-        return (self.outputs if self.runner.info.output == "argmax" else self.outputs.argmax(axis=1)).astype(np.uint8)
-
-
-def steps_of(runner):
-    """The runner itself where it implements the stage/execute/fetch split, else :class:`InferSteps`."""
-    return runner if callable(getattr(runner, "execute", None)) else InferSteps(runner)
-
-
-def clock_of(runner, steps):
-    """(mark, elapsed_ms): CUDA events on ``steps.cuda_stream`` (GPU runners with the split expose the stream they
-    execute on), else the host wall clock read after waiting for the runner's device."""
-    stream = getattr(steps, "cuda_stream", None)
+def clock_of(runner):
+    """(mark, elapsed_ms): CUDA events on ``runner.cuda_stream`` (the stream a device runner executes on), else the
+    host wall clock read after waiting for the runner's device."""
+    stream = runner.cuda_stream
     if stream is None:
         wait = getattr(runner, "synchronize", None) or (lambda: None)
         return lambda: wait() or time.perf_counter(), lambda start, end: 1000.0 * (end - start)
@@ -99,13 +74,13 @@ def clock_of(runner, steps):
     return mark, lambda start, end: end.synchronize() or float(start.elapsed_time(end))
 
 
-def time_iteration(runner, steps, clock, frame):
+def time_iteration(runner, clock, frame):
     """One uint8 (1, H, W, 3) frame through every phase -> (e2e, h2d, compute, d2h) in ms."""
     mark, elapsed = clock
     start = time.perf_counter()
     inputs = runner.prepare(frame)
     marks = [mark()]
-    for phase in (lambda: steps.stage(inputs), steps.execute, lambda: steps.fetch(class_map=True)):
+    for phase in (lambda: runner.stage(inputs), runner.execute, lambda: runner.fetch(class_map=True)):
         phase()
         marks.append(mark())
     end = time.perf_counter()  # fetch returned host memory: the device is done with this frame
@@ -115,22 +90,21 @@ def time_iteration(runner, steps, clock, frame):
 def time_visit(runner, frame, config, sampler=None):
     """Warm up for ``warmup_seconds`` (at least one iteration), then time this round's share of the row while
     ``sampler`` (a sanet.power.PowerSampler: its own thread) samples power -> (samples, copies_in_compute, summary)."""
-    steps = steps_of(runner)
-    clock = clock_of(runner, steps)
+    clock = clock_of(runner)
     deadline = time.perf_counter() + config.warmup_seconds
-    time_iteration(runner, steps, clock, frame)
+    time_iteration(runner, clock, frame)
     while time.perf_counter() < deadline:
-        time_iteration(runner, steps, clock, frame)
+        time_iteration(runner, clock, frame)
     count, seconds, samples = math.ceil(config.iterations / config.rounds), config.seconds / config.rounds, []
     if sampler is not None:
         sampler.start()
     start = time.perf_counter()
     try:
         while len(samples) < count or time.perf_counter() - start < seconds:
-            samples.append(time_iteration(runner, steps, clock, frame))
+            samples.append(time_iteration(runner, clock, frame))
     finally:
         summary = sampler.stop() if sampler is not None else None
-    return samples, runner.info.device != "cpu" and not getattr(steps, "device_resident", False), summary
+    return samples, runner.info.device != "cpu" and not runner.device_resident, summary
 
 
 def summarize(row, samples, rounds_samples):

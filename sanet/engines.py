@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from .errors import SanetError, require
 from .fileio import sha256_file, write_bytes_atomic, write_json_atomic
-from .runners import Runner, RunnerInfo
+from .runners import DeviceRunner, RunnerInfo, class_map_dtype
 
 SIDECAR_FORMAT = 1
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -434,6 +434,13 @@ class _TorchMemory:
             host = buffer.cpu()
         return host.numpy()
 
+    def class_map(self, buffer, argmax, dtype):
+        """argmax over channels on the device (logits), then only the (B, H, W) map crosses to the host."""
+        with self.torch.cuda.stream(self.stream):
+            classes = buffer.argmax(dim=1) if argmax else buffer
+            host = classes.to(self.torch.from_numpy(np.empty(0, dtype)).dtype).cpu()
+        return host.numpy()
+
     def synchronize(self):
         self.stream.synchronize()
 
@@ -466,6 +473,11 @@ class _PycudaMemory:
     def synchronize(self):
         self.stream.synchronize()
 
+    def class_map(self, buffer, argmax, dtype):
+        """pycuda has no argmax kernel: the logits come back and the argmax runs on the host."""
+        host = self.download(buffer)
+        return (host.argmax(axis=1) if argmax else host).astype(dtype)
+
 
 class _HostMemory:
     """Buffers in host memory (numpy arrays, pointer = their address), chosen with SANET_DEVICE_MEMORY=host.
@@ -488,6 +500,9 @@ class _HostMemory:
     def synchronize(self):
         pass
 
+    def class_map(self, buffer, argmax, dtype):
+        return (buffer.argmax(axis=1) if argmax else buffer).astype(dtype)
+
 
 def device_memory():
     """Buffers for TensorRT I/O: SANET_DEVICE_MEMORY picks torch CUDA, pycuda or host (default torch, else pycuda)."""
@@ -501,7 +516,7 @@ def numpy_dtype(dtype):
     return np.dtype(NUMPY_DTYPES[dtype.name])
 
 
-class TrtRunner(Runner):
+class TrtRunner(DeviceRunner):
     """A TensorRT plan file behind the runner contract; refuses engines built for another system.
 
     Construction only checks the sidecar against this system and sets ``info``; ``activate()`` deserializes
@@ -525,7 +540,7 @@ class TrtRunner(Runner):
 
     def activate(self):
         if self.context is not None:
-            return
+            return self
         trt = import_tensorrt()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
@@ -555,11 +570,17 @@ class TrtRunner(Runner):
             self.context.set_tensor_address(name, self.memory.pointer(self.buffers[name]))
         self.input_dtype = numpy_dtype(self.engine.get_tensor_dtype(self.input_name))
         self.graph = self._capture() if self.cuda_graph else None
+        return super().activate()
 
     def close(self):
         """Free the context, engine and buffers (idempotent); activate() can load them again."""
         self.graph = self.context = self.engine = self.runtime = self.memory = None
         self.buffers = {}
+        super().close()
+
+    @property
+    def cuda_stream(self):
+        return self.memory.stream if isinstance(self.memory, _TorchMemory) else None
 
     def _capture(self):
         """Record one execution in a CUDA graph; replays skip per-launch CPU overhead (torch buffers only)."""
@@ -581,18 +602,27 @@ class TrtRunner(Runner):
         if self.memory is not None:
             self.memory.synchronize()
 
-    def infer(self, inputs):
-        if self.context is None:
-            raise SanetError("TensorRT runner for {} is not active: use it in a with block or call activate()".format(self.path))
+    def stage(self, inputs):
+        """Copy the input array into the engine's input buffer (asynchronously on the runner's stream)."""
+        self.check_active()
         inputs = np.asarray(inputs)
         if inputs.shape != self.input_shape or inputs.dtype != self.input_dtype:
             raise SanetError("{} expects {} {}, got {} {}".format(
                 self.path, self.input_dtype.name, self.input_shape, inputs.dtype, inputs.shape))
         self.memory.upload(self.buffers[self.input_name], inputs)
+
+    def execute(self):
+        """Enqueue the engine on the runner's stream; fetch() waits for it."""
         if self.graph is not None:
             with self.memory.torch.cuda.stream(self.memory.stream):
                 self.graph.replay()
         else:
             self._execute()
+
+    def fetch(self, class_map=False):
+        """The engine's output (logits or argmax) as a host array, or the class map with the argmax on the device."""
+        output = self.buffers[self.output_name]
+        if class_map:
+            return self.memory.class_map(output, self.info.output != "argmax", class_map_dtype(self.info.num_classes))
         self.memory.synchronize()
-        return self.memory.download(self.buffers[self.output_name])
+        return self.memory.download(output)

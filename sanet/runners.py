@@ -10,6 +10,13 @@ the heavy state (a copy of the PyTorch model on its device/dtype/memory format, 
 engine); ``close()`` frees it and is idempotent; ``with runner:`` does both. ``infer`` before ``activate`` is an
 error; ``predict`` activates on first use for one-shot callers (close it, or use ``with``, to free the state).
 A runner never modifies what it is given: the caller's model keeps its device, dtype, memory format and weights.
+
+Device phases (the benchmark's timing protocol, as trtexec splits it): ``stage(inputs)`` puts an input array where
+the backend computes (H2D on a GPU), ``execute()`` runs the network there, ``fetch(class_map=False)`` returns the
+logits, or with ``class_map=True`` the uint8 class map with the argmax done on the device, so only the map is
+copied back. :class:`DeviceRunner` (PyTorch, TensorRT) implements the three and derives ``infer``; host runners
+implement ``infer`` and get the phases from it (on a GPU provider their ``execute`` then includes both copies:
+``device_resident`` is False). ``cuda_stream`` is the torch stream ``execute`` runs on, for CUDA-event timing.
 """
 import contextlib
 import copy
@@ -89,6 +96,7 @@ class Runner:
 
     def close(self):
         self.active = False
+        self.staged = self.outputs = None
 
     def check_active(self):
         if not self.active:
@@ -97,6 +105,20 @@ class Runner:
 
     def infer(self, inputs):
         raise NotImplementedError
+
+    device_resident = False  # execute() is free of host<->device copies (always so on the CPU)
+    cuda_stream = None  # the torch.cuda.Stream execute() runs on, or None (time with the host clock)
+    staged = outputs = None
+
+    def stage(self, inputs):
+        self.check_active()
+        self.staged = inputs
+
+    def execute(self):
+        self.outputs = self.infer(self.staged)
+
+    def fetch(self, class_map=False):
+        return class_map_of(self.outputs, self.info) if class_map else self.outputs
 
     def prepare(self, images):
         """uint8 RGB (B, H, W, 3) -> this runner's input array."""
@@ -124,6 +146,27 @@ class Runner:
         return outputs.argmax(axis=1), outputs
 
 
+def class_map_dtype(num_classes):
+    """uint8 holds every class index of Cityscapes, CamVid and any model up to 256 classes."""
+    return np.uint8 if num_classes <= 256 else np.int32
+
+
+def class_map_of(outputs, info: RunnerInfo):
+    """A host runner's output array (logits (B, C, H, W) or argmax (B, H, W)) -> the class map (B, H, W)."""
+    return (outputs if info.output == "argmax" else outputs.argmax(axis=1)).astype(class_map_dtype(info.num_classes))
+
+
+class DeviceRunner(Runner):
+    """A runner whose subclass implements stage/execute/fetch with the data resident on its device."""
+
+    device_resident = True
+
+    def infer(self, inputs):
+        self.stage(inputs)
+        self.execute()
+        return self.fetch()
+
+
 @contextlib.contextmanager
 def activated(runner):
     """``with activated(runner):`` activates ``runner`` for the block unless the caller already did, and then
@@ -135,7 +178,7 @@ def activated(runner):
         yield runner
 
 
-class TorchRunner(Runner):
+class TorchRunner(DeviceRunner):
     """PyTorch eager on a copy of the model: CPU or CUDA; fp32, fp16 (CUDA) or bf16; optionally channels_last."""
 
     def __init__(self, model, device="cpu", precision="fp32", channels_last=False, cuda_graph=False):
@@ -165,7 +208,7 @@ class TorchRunner(Runner):
 
     def close(self):
         if self.active:
-            self.model = self.graph = None
+            self.model = self.graph = self.staged = self.outputs = None
             self.static_input = self.static_output = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -175,18 +218,37 @@ class TorchRunner(Runner):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    @torch.no_grad()
-    def infer(self, inputs):
+    @property
+    def cuda_stream(self):
+        return torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+
+    def stage(self, inputs):
+        """(B, 3, H, W) float32 host array -> a tensor on the device in the runner's dtype and memory format."""
         self.check_active()
         x = torch.from_numpy(np.asarray(inputs)).to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
-        if not self.cuda_graph:
-            return self.model(x).float().cpu().numpy()
-        if self.graph is None or self.static_input.shape != x.shape:
+        if self.cuda_graph and (self.graph is None or self.static_input.shape != x.shape):
             self._capture(x)
-        self.static_input.copy_(x)
-        self.graph.replay()
-        return self.static_output.float().cpu().numpy()
+        if self.cuda_graph:
+            self.static_input.copy_(x)
+        self.staged = x
 
+    @torch.no_grad()
+    def execute(self):
+        if self.cuda_graph:
+            self.graph.replay()
+            self.outputs = self.static_output
+        else:
+            self.outputs = self.model(self.staged)
+
+    @torch.no_grad()
+    def fetch(self, class_map=False):
+        """Logits (B, C, H, W) float32, or the class map (B, H, W) argmaxed on the device and copied back alone."""
+        if class_map:
+            dtype = torch.uint8 if class_map_dtype(self.info.num_classes) == np.uint8 else torch.int32
+            return self.outputs.argmax(dim=1).to(dtype).cpu().numpy()
+        return self.outputs.float().cpu().numpy()
+
+    @torch.no_grad()
     def _capture(self, x):
         """Record the forward pass once per input shape; replays skip Python and kernel-launch overhead."""
         self.static_input = x.clone()
@@ -201,47 +263,66 @@ class TorchRunner(Runner):
             self.static_output = self.model(self.static_input)
 
 
-class OrtRunner(Runner):
+def describe_onnx(path, backend, device, precision=None):
+    """RunnerInfo of an exported SANet ONNX from its graph input and sanet metadata (the file is read without its
+    weights' external data; no session); refuses files sanet-export did not write."""
+    from .export import INPUT_NAME
+
+    onnx = require("onnx", "pip install 'sanet[onnx]'")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise SanetError("ONNX file not found: {}".format(path))
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf raises its own types for truncated or foreign files
+        raise SanetError("cannot read ONNX file {}: {} (re-export it with sanet-export)".format(
+            path, str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)) from exc
+    meta = {prop.key: prop.value for prop in proto.metadata_props}
+    initializers = {init.name for init in proto.graph.initializer}
+    inputs = [value for value in proto.graph.input if value.name not in initializers]
+    shape = [d.dim_value if d.HasField("dim_value") else None
+             for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or len(shape) != 4:
+        raise SanetError("{} has inputs {} but a SANet export has one 4-D input named '{}': re-export it with sanet-export".format(
+            path, [i.name for i in inputs], INPUT_NAME))
+    if "sanet.classes" not in meta:
+        raise SanetError("{} has no sanet metadata: export it with sanet-export".format(path))
+    size = tuple(shape[1:3] if meta.get("sanet.input_layout") == "uint8-nhwc" else shape[2:4])
+    return RunnerInfo.from_metadata(meta, backend, device, precision, input_size=size if None not in size else None,
+                                    batch=shape[0], extra={"path": path, "metadata": meta})
+
+
+class OnnxFileRunner(Runner):
+    """Shared by the runners of an exported ONNX file: checks each input array against the file's layout."""
+
+    def check_inputs(self, inputs):
+        self.check_active()
+        inputs = np.asarray(inputs)
+        expected = np.uint8 if self.info.layout == "uint8-nhwc" else np.float32
+        if inputs.dtype != expected or inputs.ndim != 4:
+            raise SanetError("{} expects {} {} input, got {} {}".format(
+                self.path, expected.__name__, self.info.layout, inputs.dtype, inputs.shape))
+        return inputs
+
+
+class OrtRunner(OnnxFileRunner):
     """ONNX Runtime on an exported SANet ONNX file; the file's metadata says its layout and classes.
 
     Construction reads the file's graph inputs and metadata (no session); ``activate`` creates the session.
     """
 
     def __init__(self, path, providers=None, precision=None, threads=None):
-        from .export import INPUT_NAME
-
         ort = require("onnxruntime", "pip install 'sanet[onnx]'")
-        onnx = require("onnx", "pip install 'sanet[onnx]'")
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise SanetError("ONNX file not found: {}".format(path))
         available = ort.get_available_providers()
         self.providers = list(providers or ["CPUExecutionProvider"])
         missing = [p for p in self.providers if p not in available]
         if missing:
             raise SanetError("ONNX Runtime provider {} is not available here (have: {}): install onnxruntime-gpu".format(
                 missing[0], ", ".join(available)))
-        try:
-            proto = onnx.load(path, load_external_data=False)
-        except Exception as exc:  # protobuf raises its own types for truncated or foreign files
-            raise SanetError("cannot read ONNX file {}: {} (re-export it with sanet-export)".format(
-                path, str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)) from exc
-        meta = {prop.key: prop.value for prop in proto.metadata_props}
-        initializers = {init.name for init in proto.graph.initializer}
-        inputs = [value for value in proto.graph.input if value.name not in initializers]
-        shape = [d.dim_value if d.HasField("dim_value") else None
-                 for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
-        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or len(shape) != 4:
-            raise SanetError("{} has inputs {} but a SANet export has one 4-D input named '{}': re-export it with sanet-export".format(
-                path, [i.name for i in inputs], INPUT_NAME))
-        if "sanet.classes" not in meta:
-            raise SanetError("{} has no sanet metadata: export it with sanet-export".format(path))
-        self.path, self.input_name, self.threads, self.session = path, INPUT_NAME, threads, None
-        size = tuple(shape[1:3] if meta.get("sanet.input_layout") == "uint8-nhwc" else shape[2:4])
-        self.info = RunnerInfo.from_metadata(
-            meta, "onnxruntime", self.providers[0].replace("ExecutionProvider", "").lower(), precision,
-            input_size=size if None not in size else None, batch=shape[0],
-            extra={"path": path, "metadata": meta})
+        from .export import INPUT_NAME
+
+        self.info = describe_onnx(path, "onnxruntime", self.providers[0].replace("ExecutionProvider", "").lower(), precision)
+        self.path, self.threads, self.session, self.input_name = os.fspath(path), threads, None, INPUT_NAME
 
     def activate(self):
         if not self.active:
@@ -260,10 +341,52 @@ class OrtRunner(Runner):
         super().close()
 
     def infer(self, inputs):
-        self.check_active()
-        inputs = np.asarray(inputs)
-        expected = np.uint8 if self.info.layout == "uint8-nhwc" else np.float32
-        if inputs.dtype != expected or inputs.ndim != 4:
-            raise SanetError("{} expects {} {} input, got {} {}".format(
-                self.path, expected.__name__, self.info.layout, inputs.dtype, inputs.shape))
-        return self.session.run(None, {self.input_name: inputs})[0]
+        return self.session.run(None, {self.input_name: self.check_inputs(inputs)})[0]
+
+
+OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # sanet precision -> OpenVINO INFERENCE_PRECISION_HINT
+
+
+def openvino_bf16():
+    """Whether this CPU runs bf16 natively (AVX-512 BF16 or AMX), as OpenVINO reports it."""
+    ov = require("openvino", "pip install 'sanet[openvino]'")
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVinoRunner(OnnxFileRunner):
+    """OpenVINO on the CPU, from the same exported ONNX: ``fp32``, or ``bf16`` where the CPU has it natively
+    (the inference precision hint; weights stay as exported), or a Q/DQ INT8 export (its precision is int8)."""
+
+    def __init__(self, path, precision="fp32", threads=None):
+        require("openvino", "pip install 'sanet[openvino]'")
+        self.info = describe_onnx(path, "openvino", "cpu")
+        quantized = self.info.precision == "int8"
+        if precision not in OPENVINO_PRECISIONS or (quantized and precision != "fp32"):
+            raise SanetError("OpenVINO runs fp32 or bf16 on an FP32 export, and int8 from a Q/DQ export; {} ({}) "
+                             "cannot run as {}".format(path, self.info.precision, precision))
+        if precision == "bf16" and not openvino_bf16():
+            raise SanetError("this CPU has no native bf16 (AVX-512 BF16 or AMX): run OpenVINO in fp32")
+        self.info.precision = "int8" if quantized else precision
+        self.path, self.threads, self.request = os.fspath(path), threads, None
+        self.hint = OPENVINO_PRECISIONS[precision]
+
+    def activate(self):
+        if not self.active:
+            ov = require("openvino", "pip install 'sanet[openvino]'")
+            config = {"INFERENCE_PRECISION_HINT": self.hint, "PERFORMANCE_HINT": "LATENCY"}
+            if self.threads:
+                config["INFERENCE_NUM_THREADS"] = int(self.threads)
+            try:
+                compiled = ov.Core().compile_model(self.path, "CPU", config)
+            except Exception as exc:
+                raise SanetError("OpenVINO cannot load {}: {}".format(self.path, str(exc).splitlines()[0][:160])) from exc
+            self.request = compiled.create_infer_request()
+        return super().activate()
+
+    def close(self):
+        self.request = None
+        super().close()
+
+    def infer(self, inputs):
+        self.request.infer({0: self.check_inputs(inputs)})
+        return self.request.get_output_tensor(0).data.copy()  # the request reuses its output buffer

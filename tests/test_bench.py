@@ -71,13 +71,12 @@ def test_timed_iteration_yields_uint8_class_map_and_e2e_covers_compute(exported)
     model, paths = exported
     frame = np.random.default_rng(1).integers(0, 256, size=(1, 128, 256, 3), dtype=np.uint8)
     with OrtRunner(paths[(128, 256)]) as runner:
-        steps = bench.steps_of(runner)
-        steps.stage(runner.prepare(frame))
-        steps.execute()
-        class_map = steps.fetch(class_map=True)
+        runner.stage(runner.prepare(frame))
+        runner.execute()
+        class_map = runner.fetch(class_map=True)
         expected = runner.predict(frame)[0]
-        clock = bench.clock_of(runner, steps)
-        samples = [bench.time_iteration(runner, steps, clock, frame) for _ in range(3)]
+        clock = bench.clock_of(runner)
+        samples = [bench.time_iteration(runner, clock, frame) for _ in range(3)]
     assert class_map.dtype == np.uint8 and class_map.shape == (1, 128, 256)
     np.testing.assert_array_equal(class_map, expected)
     for e2e, h2d, compute, d2h in samples:

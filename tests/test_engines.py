@@ -385,6 +385,28 @@ def test_runner_lifecycle(trt_sim, sim_engines):
 
 
 @pytest.mark.tensorrt
+def test_device_phases_and_active_flag(trt_sim, sim_engines):
+    from sanet.engines import TrtRunner
+    from sanet.runners import activated
+
+    runner = TrtRunner(str(sim_engines["fp32"]))
+    inputs = np.random.default_rng(0).standard_normal((1, 3) + SIM_SIZE).astype(np.float32)
+    with runner:
+        assert runner.active and runner.device_resident
+        with activated(runner):  # a library call inside the caller's block must not close the caller's engine
+            logits = runner.infer(inputs)
+        assert runner.active and runner.context is not None
+        runner.stage(inputs)
+        runner.execute()
+        class_map = runner.fetch(class_map=True)
+        with pytest.raises(SanetError, match="expects float32"):
+            runner.stage(inputs.astype(np.float64))
+    assert not runner.active and runner.context is None
+    assert class_map.dtype == np.uint8 and class_map.shape == (1,) + SIM_SIZE
+    np.testing.assert_array_equal(class_map, logits.argmax(axis=1))
+
+
+@pytest.mark.tensorrt
 def test_stale_or_garbage_engines_are_refused(trt_sim, sim_engines, tmp_path):
     from sanet.engines import TrtRunner, sidecar_path
     from sanet.fileio import sha256_file

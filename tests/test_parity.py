@@ -80,6 +80,26 @@ def test_runner_rejects_wrong_inputs(exported):
             runner.infer(np.zeros((1, 3, 128, 256), np.float64))
 
 
+@pytest.mark.parametrize("backend", ["pytorch", "onnxruntime"])
+def test_device_phases_match_infer_and_hand_back_a_uint8_class_map(exported, backend):
+    model, paths = exported
+    runner = TorchRunner(model) if backend == "pytorch" else OrtRunner(paths[(128, 256)])
+    frame = np.random.default_rng(3).integers(0, 256, size=(1, 128, 256, 3), dtype=np.uint8)
+    inputs = runner.prepare(frame)
+    with pytest.raises(SanetError, match="not active"):
+        runner.stage(inputs)
+    with runner:
+        logits = runner.infer(inputs)
+        runner.stage(inputs)
+        runner.execute()
+        class_map = runner.fetch(class_map=True)
+        np.testing.assert_array_equal(runner.fetch(), logits)
+    assert runner.device_resident == (backend == "pytorch") and runner.cuda_stream is None  # CPU: host clock
+    assert class_map.dtype == np.uint8 and class_map.shape == (1, 128, 256)
+    np.testing.assert_array_equal(class_map, logits.argmax(axis=1))
+    assert runner.staged is None and runner.outputs is None  # close() lets go of the frame and its logits
+
+
 def test_foreign_onnx_is_refused(tmp_path, ort):
     import onnx
     from onnx import TensorProto, helper
