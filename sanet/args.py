@@ -137,16 +137,24 @@ class RunnerSource:
         group = parser.add_mutually_exclusive_group()
         group.add_argument("--onnx", help="run this exported ONNX with ONNX Runtime instead of the checkpoint")
         group.add_argument("--engine", help="run this TensorRT plan (its .json sidecar must match this system)")
+        group.add_argument("--openvino", metavar="ONNX", help="run this exported ONNX with OpenVINO on the CPU (a Q/DQ "
+                           "export runs INT8; --precision bf16 where the CPU has AMX or AVX-512 BF16)")
         parser.add_argument("--device", choices=("cpu", "cuda"), help="cpu or cuda: PyTorch device, or ONNX Runtime "
                             "provider for --onnx (default: cpu; engines always run on the GPU)")
         parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
-                            help="PyTorch precision (fp16 needs --device cuda; default: fp32; exported files carry theirs)")
+                            help="PyTorch precision (fp16 needs --device cuda), or OpenVINO's (fp32, bf16) "
+                                 "(default: fp32; --onnx and --engine files carry theirs)")
         parser.add_argument("--channels-last", action="store_true", help="PyTorch channels_last memory format")
 
     def check(self, args):
         if self.many:
             for path in args.onnx + args.engine:
                 check_file(path, "file", "--onnx / --engine")
+            return
+        if args.openvino:
+            check_file(args.openvino, "ONNX file", "--openvino")
+            if args.channels_last or args.device == "cuda" or args.precision == "fp16":
+                raise SanetError("--openvino runs on the CPU in fp32 or bf16: drop --device cuda/--channels-last/fp16")
             return
         exported = args.onnx or args.engine
         if exported:
@@ -175,6 +183,10 @@ class RunnerSource:
             from .engines import TrtRunner
 
             return TrtRunner(args.engine)
+        if args.openvino:
+            from .runners import OpenVinoRunner
+
+            return OpenVinoRunner(args.openvino, args.precision or "fp32")
         model = model if model is not None else self.model.build(args)[0]
         return TorchRunner(model, args.device or "cpu", args.precision or "fp32", channels_last=args.channels_last)
 
@@ -505,8 +517,8 @@ class InferOptions:
         if not 0 <= args.alpha <= 1:
             raise SanetError("--alpha is an opacity between 0 and 1 (got {})".format(args.alpha))
         positive("--max-frames", args.max_frames)
-        if args.checkpoint and (args.onnx or args.engine):
-            raise SanetError("give one of --checkpoint, --onnx or --engine")
+        if args.checkpoint and (args.onnx or args.engine or args.openvino):
+            raise SanetError("give one of --checkpoint, --onnx, --engine or --openvino")
         return InferConfig(args.out, _size(args), args.palette, args.alpha, args.max_frames)
 
 

@@ -17,23 +17,26 @@ from .benchreport import UNSTABLE_CV, Row
 from .constants import BENCH_RESOLUTIONS, PRECISIONS
 from .errors import SanetError
 
-BACKENDS = ("pytorch", "onnxruntime", "tensorrt")
-# The trained model shipped with the package: "no checkpoint given" resolves to it when the file exists.
+BACKENDS = ("pytorch", "onnxruntime", "openvino", "tensorrt", "torch2trt")
+BENCH_PRECISIONS = PRECISIONS + ("bf16",)  # bf16: OpenVINO on CPUs with AMX / AVX-512 BF16
 
 
 @dataclass
 class BenchConfig:
     resolutions: List[Tuple[int, int]] = field(default_factory=lambda: list(BENCH_RESOLUTIONS))
     backends: Tuple[str, ...] = BACKENDS
-    precisions: Tuple[str, ...] = PRECISIONS
-    warmup_seconds: float = 1.0  # per visit, after activation
+    precisions: Tuple[str, ...] = BENCH_PRECISIONS
+    warmup_seconds: float = 0.5  # per visit, after activation
     iterations: int = 20  # minimum timed iterations per row (all rounds together)
     seconds: float = 0.0  # minimum timed seconds per row (all rounds together)
+    # CPU rows stop timing after this many seconds (all rounds together, at least one iteration per visit) even below
+    # `iterations`: a CPU takes seconds per 1024x2048 frame, and the default run must stay short. 0: no cap.
+    cpu_max_seconds: float = 2.0
     rounds: int = 2
-    parity_images: int = 2
+    parity_images: int = 1
     out: str = "results/bench"
     calib: Optional[str] = None  # calibration images for INT8 rows (Cityscapes root or image folder)
-    calib_count: int = 16  # crops; few, to keep the default run short (sanet-export defaults to 500)
+    calib_count: int = 8  # crops; few, to keep the default run short (sanet-export defaults to 500)
     cuda_graphs: bool = False  # replay PyTorch CUDA / TensorRT rows from a captured CUDA graph
     cpu_rows: bool = True  # False: GPU rows only (sanet-gpucheck)
 
@@ -87,20 +90,24 @@ def time_iteration(runner, clock, frame):
     return (1000.0 * (end - start),) + tuple(elapsed(a, b) for a, b in zip(marks, marks[1:]))
 
 
-def time_visit(runner, frame, config, sampler=None):
-    """Warm up for ``warmup_seconds`` (at least one iteration), then time this round's share of the row while
+def time_visit(runner, frame, config, sampler=None, warm_since=None):
+    """Warm up for ``warmup_seconds`` (at least one iteration; ``warm_since``: the runner already ran since that
+    perf_counter time, e.g. the parity check, and that time counts), then time this round's share of the row while
     ``sampler`` (a sanet.power.PowerSampler: its own thread) samples power -> (samples, copies_in_compute, summary)."""
     clock = clock_of(runner)
-    deadline = time.perf_counter() + config.warmup_seconds
-    time_iteration(runner, clock, frame)
+    deadline = (warm_since or time.perf_counter()) + config.warmup_seconds
+    if warm_since is None:
+        time_iteration(runner, clock, frame)
     while time.perf_counter() < deadline:
         time_iteration(runner, clock, frame)
     count, seconds, samples = math.ceil(config.iterations / config.rounds), config.seconds / config.rounds, []
+    cap = config.cpu_max_seconds / config.rounds if runner.info.device == "cpu" and config.cpu_max_seconds else math.inf
     if sampler is not None:
         sampler.start()
     start = time.perf_counter()
     try:
-        while len(samples) < count or time.perf_counter() - start < seconds:
+        while not samples or ((len(samples) < count or time.perf_counter() - start < seconds)
+                              and time.perf_counter() - start < cap):
             samples.append(time_iteration(runner, clock, frame))
     finally:
         summary = sampler.stop() if sampler is not None else None
@@ -144,6 +151,7 @@ def check_parity(row, runner, reference, dataset, resolution, config):
     result = compare(reference, runner, dataset, size=resolution, limit=config.parity_images, progress=False)
     row.miou, row.agreement_miou, row.pixel_agreement = result.miou_candidate, result.agreement_miou, result.pixel_agreement
     row.delta_miou, row.failures, row.verdict = result.delta_miou, result.failures, "PASS" if result.passed else "FAIL"
+    row.parity_notes = result.notes
 
 
 def candidates(pipeline, resolution, config, skipped):
@@ -172,6 +180,10 @@ def candidates(pipeline, resolution, config, skipped):
                 _skip(skipped, "onnxruntime {}: not in this onnxruntime build (pip install onnxruntime-gpu)".format(provider))
         if get_available_providers and "int8" in want and config.cpu_rows:  # uint8 activations: the x86 fast path
             found.append(lambda: pipeline.runner("qdq", resolution, activations="uint8"))
+    if "openvino" in config.backends and config.cpu_rows:
+        found += openvino_candidates(pipeline, resolution, want, skipped)
+    if "torch2trt" in config.backends:
+        found += torch2trt_candidates(pipeline.model, resolution, want, skipped, cuda)
     if "tensorrt" in config.backends and tensorrt_available():
         found += [lambda p=p: pipeline.runner("engine", resolution, precision=p, cuda_graph=config.cuda_graphs)
                   for p in sorted(want & {"fp16", "int8"})]
@@ -179,6 +191,34 @@ def candidates(pipeline, resolution, config, skipped):
         _skip(skipped, "tensorrt engines fp16/int8: tensorrt is not installed (JetPack ships it; on x86 use an NVIDIA "
                        "TensorRT container)")
     return found
+
+
+def openvino_candidates(pipeline, resolution, want, skipped):
+    """OpenVINO CPU rows: fp32 and (CPUs with native bf16) bf16 on the ONNX, int8 on the ONNX Runtime row's Q/DQ."""
+    from .runners import openvino_bf16
+
+    try:
+        bf16 = openvino_bf16()
+    except SanetError:
+        return _skip(skipped, "openvino rows: openvino is not installed (pip install 'sanet[openvino]')") or []
+    if "bf16" in want and not bf16:
+        _skip(skipped, "openvino bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX)")
+    return [lambda p=p: pipeline.runner("openvino", resolution, precision=p, activations="uint8")
+            for p in ("fp32", "bf16", "int8") if p in want and (p != "bf16" or bf16)]
+
+
+def torch2trt_candidates(model, resolution, want, skipped, cuda):
+    """The reference repo's torch2trt FP16 (and FP32) conversion, where torch2trt and a CUDA device are here."""
+    import importlib.util
+
+    from .engines import Torch2trtRunner
+
+    if importlib.util.find_spec("torch2trt") is None:
+        return _skip(skipped, "torch2trt rows: torch2trt is not installed (build it from NVIDIA-AI-IOT/torch2trt against "
+                              "this TensorRT)") or []
+    if not cuda:
+        return _skip(skipped, "torch2trt rows: no CUDA device") or []
+    return [lambda p=p: Torch2trtRunner(model, resolution, p) for p in sorted(want & {"fp32", "fp16"})]
 
 
 def _skip(skipped, message):
@@ -193,7 +233,9 @@ def plan_rows(model, config, dataset, reference, skipped, extra_onnx, extra_engi
     from .pipeline import CalibSettings, Pipeline, weights_digest
     from .runners import OrtRunner
 
-    calib = CalibSettings(root=config.calib, count=config.calib_count, quiet=True) if config.calib else None
+    # Calibrated once, at the smallest resolution; the larger ones reuse its ranges (their parity rows check them).
+    smallest = min(config.resolutions, key=lambda size: size[0] * size[1])
+    calib = CalibSettings(root=config.calib, count=config.calib_count, quiet=True, resolution=smallest) if config.calib else None
     pipeline = Pipeline(model, out_dir=os.path.join(config.out, "artifacts"), calib_config=calib, report=report, reuse=True,
                         tag=weights_digest(model)[:12])
     extras = [lambda p=p: OrtRunner(p) for p in extra_onnx] + [lambda p=p: TrtRunner(p, config.cuda_graphs) for p in extra_engines]
@@ -236,9 +278,11 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
             frame = np.random.default_rng(0).integers(0, 256, size=(1,) + tuple(resolution) + (3,), dtype=np.uint8)
             try:
                 with runner:
-                    got, row.copies_in_compute, summary = time_visit(runner, frame, config, power() if power else None)
-                    if round_index == 0:
+                    warm_since = time.perf_counter() if round_index == 0 else None
+                    if round_index == 0:  # first, so its inferences count toward the warm-up
                         check_parity(row, runner, reference, dataset, resolution, config)
+                    got, row.copies_in_compute, summary = time_visit(runner, frame, config, power() if power else None,
+                                                                     warm_since)
             except Exception as exc:  # recorded on the row, so one broken backend does not hide the others
                 row.verdict, row.failures = "FAIL", ["{}: {}".format(type(exc).__name__, (str(exc).splitlines() or [""])[0][:200])]
                 report("    FAIL: " + row.failures[0])
@@ -258,6 +302,7 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
     for (_, _, row), chunks, power_w in zip(plan, samples if plan else [], watts if plan else []):
         if any(chunks):
             summarize(row, [s for chunk in chunks for s in chunk], chunks)
+            row.capped = row.iterations < config.iterations
             row.power_w = float(np.mean(power_w)) if power_w else None
             row.fps_per_watt = row.fps / row.power_w if row.power_w else None
         if any(chunks) or row.verdict == "FAIL":
@@ -267,6 +312,20 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
 
 # ----------------------------------------------------------------------------------------------
 # Model and flags
+
+
+def generated_scenes(out, config):
+    """The default parity and calibration images: generated street scenes at the largest resolution, as Cityscapes
+    frames are 1024x2048, so smaller inputs are downscaled frames and the calibration crops cut at the smallest
+    resolution have the statistics of the full frames (made once under ``out``) -> (root, val split)."""
+    from .data import open_dataset
+    from .synth import SynthConfig, generate_dataset
+
+    largest = max(config.resolutions, key=lambda size: size[0] * size[1])
+    root = os.path.join(out, "synth-{}x{}".format(*largest))
+    if not os.path.isdir(os.path.join(root, "leftImg8bit", "train")):
+        generate_dataset(root, SynthConfig(largest[0], largest[1], train=8, val=max(2, config.parity_images)))
+    return root, open_dataset(root, "cityscapes", "val")
 
 
 def resolve_model(checkpoint=None, variant=None, classes=None, report=print):
@@ -288,12 +347,14 @@ def add_arguments(parser):
     for flag, kind, text in (("--warmup-seconds", float, "warm-up per visit of a row, after activating its runner, in s"),
                              ("--iterations", int, "minimum timed iterations per row, all rounds together"),
                              ("--seconds", float, "minimum timed seconds per row, all rounds together"),
+                             ("--cpu-max-seconds", float, "CPU rows stop timing after this many seconds (all rounds "
+                              "together) even below --iterations, marked (cap); 0: no cap"),
                              ("--rounds", int, "interleaved rounds; each visits every row once"),
                              ("--parity-images", int, "images per row for the parity check against PyTorch FP32")):
         value = getattr(default, flag[2:].replace("-", "_"))
         parser.add_argument(flag, type=kind, default=value, help="{} (default: {})".format(text, value))
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS), help="(default: all)")
-    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS), help="(default: all)")
+    parser.add_argument("--precisions", nargs="+", choices=BENCH_PRECISIONS, default=list(BENCH_PRECISIONS), help="(default: all)")
     parser.add_argument("--cuda-graphs", action="store_true", help="replay PyTorch CUDA and TensorRT rows from CUDA graphs")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any row fails its parity budget")
     return parser
@@ -308,8 +369,8 @@ def config_from_args(args):
     for name in ("iterations", "rounds", "parity_images", "calib_count"):
         if getattr(args, name, 1) < 1:
             raise SanetError("--{} must be at least 1".format(name.replace("_", "-")))
-    if args.warmup_seconds < 0 or args.seconds < 0:
-        raise SanetError("--warmup-seconds and --seconds must be >= 0")
+    if min(args.warmup_seconds, args.seconds, args.cpu_max_seconds) < 0:
+        raise SanetError("--warmup-seconds, --seconds and --cpu-max-seconds must be >= 0")
     try:
         sizes = [(int(h), int(w)) for h, w in getattr(args, "res", None) or default.resolutions]
     except ValueError:
@@ -317,5 +378,5 @@ def config_from_args(args):
     for size in sizes:
         check_input_size(*size)
     return BenchConfig(sizes, tuple(args.backends), tuple(args.precisions), args.warmup_seconds, args.iterations, args.seconds,
-                       args.rounds, args.parity_images, getattr(args, "out", default.out), getattr(args, "calib", None),
-                       getattr(args, "calib_count", default.calib_count), args.cuda_graphs)
+                       args.cpu_max_seconds, args.rounds, args.parity_images, getattr(args, "out", default.out),
+                       getattr(args, "calib", None), getattr(args, "calib_count", default.calib_count), args.cuda_graphs)

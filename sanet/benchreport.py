@@ -26,8 +26,10 @@ PROTOCOL = {
     "d2h": "argmax on the device for logits models, then copying the uint8 class map (B, H, W) to the host",
     "end_to_end": "wall clock from a uint8 HWC frame on the host to its uint8 class map on the host (preprocess, H2D, "
                   "compute, argmax, D2H), in the same iterations as compute, so it is never faster than compute",
-    "warmup": "full iterations for warmup_seconds (at least one) at every visit, after the runner is activated",
-    "iterations": "at least `iterations` timed iterations and `seconds` seconds per row, split evenly over the rounds",
+    "warmup": "full iterations for warmup_seconds (at least one) at every visit, after the runner is activated; in the "
+              "first round the parity check runs first and its inferences count toward the warm-up",
+    "iterations": "at least `iterations` timed iterations and `seconds` seconds per row, split evenly over the rounds; "
+                  "CPU rows stop after `cpu_max_seconds` (at least one iteration per visit) and are marked capped",
     "rounds": "each round visits every row once (odd rounds in reverse order) so drift hits every row alike",
     "statistics": "mean, p50, p90, p99 (linear interpolation) and CV = sample std / mean over all timed iterations; "
                   "CV > 10 % marks the row unstable",
@@ -50,6 +52,7 @@ class Row:
     cv: float = NAN
     fps: float = NAN  # ... and 1000 / mean
     unstable: bool = False
+    capped: bool = False  # a CPU row stopped by cpu_max_seconds before `iterations`: few samples, p99 is rough
     copies_in_compute: bool = False
     h2d_ms: float = NAN
     d2h_ms: float = NAN
@@ -67,6 +70,7 @@ class Row:
     throttled: Optional[bool] = None
     verdict: str = "-"
     failures: List[str] = field(default_factory=list)
+    parity_notes: List[str] = field(default_factory=list)  # budget checks not judged (e.g. delta mIoU on one image)
 
 
 def host_facts():
@@ -106,7 +110,8 @@ def write_reports(rows, facts, settings, out, skipped):
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(Row.__dataclass_fields__))
     writer.writeheader()
-    writer.writerows(dict(asdict(r), failures="; ".join(r.failures), round_fps=" ".join(map("{:.3f}".format, r.round_fps)))
+    writer.writerows(dict(asdict(r), failures="; ".join(r.failures), parity_notes="; ".join(r.parity_notes),
+                          round_fps=" ".join(map("{:.3f}".format, r.round_fps)))
                      for r in rows)
     write_text_atomic(os.path.join(out, "bench.csv"), buffer.getvalue())
     write_text_atomic(os.path.join(out, "bench.md"), markdown_table(rows, facts, settings))
@@ -128,7 +133,8 @@ TABLE_HEADERS = ["input", "runner", "n", "mean ms", "p50 ms", "p99 ms", "CV %", 
 
 
 def table_rows(rows):
-    return [[r.resolution, r.runner + (" (copies in compute)" if r.copies_in_compute else ""), r.iterations, _fmt(r.mean_ms),
+    return [[r.resolution, r.runner + (" (copies in compute)" if r.copies_in_compute else ""),
+             "{}{}".format(r.iterations, " (cap)" if r.capped else ""), _fmt(r.mean_ms),
              _fmt(r.p50_ms), _fmt(r.p99_ms), _fmt(r.cv, scale=100) + (" unstable" if r.unstable else ""), _fmt(r.fps, "{:.2f}"),
              _fmt(r.h2d_ms, "{:.2f}"), _fmt(r.d2h_ms, "{:.2f}"), _fmt(r.e2e_mean_ms), _fmt(r.e2e_fps, "{:.2f}"),
              _fmt(r.miou, "{:.2f}", 100), _fmt(r.agreement_miou, "{:.2f}", 100), _fmt(r.pixel_agreement, "{:.3f}", 100),
@@ -140,6 +146,8 @@ def markdown_table(rows, facts, settings):
             "mean compute ms; e2e = uint8 frame in, uint8 class map out; CV > {:.0f} % is marked unstable.\n\n").format(
         host_label(facts), facts.get("torch"), facts.get("onnxruntime"), facts.get("tensorrt"), settings.get("checkpoint"),
         settings.get("date"), settings.get("rounds"), 100 * UNSTABLE_CV)
+    notes = sorted({note for row in rows for note in row.parity_notes})
+    head += "".join("Parity: {}.\n\n".format(note) for note in notes)
     lines = ["| " + " | ".join(TABLE_HEADERS) + " |", "|" + "---|" * len(TABLE_HEADERS)]
     return head + "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in table_rows(rows)]) + "\n"
 

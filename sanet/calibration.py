@@ -22,7 +22,7 @@ import os
 import tempfile
 import warnings
 from dataclasses import dataclass, replace
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -199,6 +199,10 @@ class QuantizeConfig:
     activations: str = "int8"  # int8: symmetric, what TensorRT needs; uint8: the ONNX Runtime x86 fast path
     per_channel: bool = True
     keep: Tuple[str, ...] = ()  # layer groups (module paths, e.g. conv_out32, sff1) kept in float
+    # The FP32 export of the same network at the crops' (smaller) resolution: ranges are collected there and
+    # applied to the model being quantized (same tensor names), as TensorRT calibrates a dynamic-shape engine at
+    # one profile shape; calibrating at 512x1024 costs a quarter of 1024x2048. Parity is checked by the caller.
+    ranges_from: Optional[str] = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -220,6 +224,7 @@ def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_di
     Runtime's quantizer as its calibration cache; with ``cache_dir`` that file is kept (keyed by model, crops
     and method), so re-quantizing with other layers kept in float does not recalibrate. Biases stay float
     (``QuantizeBias=False``): TensorRT 10/11 dequantize only int8/fp8, never the INT32 bias tensors.
+    With ``config.ranges_from`` the ranges are collected on that export at the manifest's resolution instead.
     """
     from .export import read_metadata, read_nodes
 
@@ -227,10 +232,16 @@ def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_di
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     meta = read_metadata(onnx_path, required=True)
-    resolution = meta.get("sanet.resolution")
+    calibrated = config.ranges_from or onnx_path
+    calibrated_meta = read_metadata(calibrated, required=True)
+    same = ("sanet.variant", "sanet.classes", "sanet.source_sha256", "sanet.opset", "sanet.input_layout", "sanet.output")
+    if any(calibrated_meta.get(key) != meta.get(key) for key in same):
+        raise SanetError("{} and {} are not the same network (variant, classes, weights, opset, layout or output differ): "
+                         "calibrate at the model's own resolution".format(calibrated, onnx_path))
+    resolution = calibrated_meta.get("sanet.resolution")
     if resolution != "{}x{}".format(*manifest["resolution"]):
         raise SanetError("calibration crops are {}x{} but {} is {}: plan crops at the model's resolution".format(
-            manifest["resolution"][0], manifest["resolution"][1], onnx_path, resolution))
+            manifest["resolution"][0], manifest["resolution"][1], calibrated, resolution))
     if meta.get("sanet.precision", "fp32") != "fp32":
         raise SanetError("{} is already quantized: quantize the FP32 export".format(onnx_path))
     if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
@@ -244,20 +255,22 @@ def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_di
     symmetric = config.activations == "int8"
     with contextlib.ExitStack() as stack:
         folder = cache_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="sanet-calib-"))
-        key = {"manifest": manifest["sha256"], "onnx": sha256_file(onnx_path), "method": config.method,
+        key = {"manifest": manifest["sha256"], "onnx": sha256_file(calibrated), "method": config.method,
                "activations": config.activations, "format": RANGES_FORMAT}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         cache = CalibrationCache(os.path.join(folder, "ort-ranges-{}.json".format(digest)), key)
         if cache.read() is None:
             info = RunnerInfo.from_metadata(meta, "onnxruntime", "cpu")
             batches = (info.preprocess.to_input(images) for images in iter_batches(manifest, int(meta.get("sanet.batch", "1"))))
-            ranges = collect_ranges(onnx_path, batches, config.method, report=report)
+            ranges = collect_ranges(calibrated, batches, config.method, report=report)
             from onnxruntime.quantization.calibrate import save_tensors_data
 
             save_tensors_data(ranges, cache.path)
             write_json_atomic(cache.key_path, cache.key)
         else:
             _check_json(cache.path)
+        if config.ranges_from:
+            _check_ranges_cover(cache.path, onnx_path, config.ranges_from)
         with atomic_path(out_path) as tmp, _quiet():
             quantize_static(
                 onnx_path, tmp, None, quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
@@ -267,6 +280,19 @@ def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_di
                 extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": False})
             _stamp(tmp, meta, manifest, config)
     return out_path
+
+
+def _check_ranges_cover(ranges_path, onnx_path, ranges_from):
+    """Ranges collected on ``ranges_from`` must name every tensor the quantizer wants in ``onnx_path`` (else ONNX
+    Runtime would silently leave those tensors in float)."""
+    onnx = require("onnx", "pip install 'sanet[onnx]'")
+    proto = onnx.load(os.fspath(onnx_path), load_external_data=False)
+    with open(ranges_path) as handle:
+        have = set(json.load(handle).get("data", {}))
+    missing = sorted(calibrated_tensors(proto, _tensor_types(proto)) - have)
+    if missing:
+        raise SanetError("ranges calibrated on {} lack {} tensors of {} (e.g. {}): the two exports are not the same "
+                         "network; calibrate at the model's own resolution".format(ranges_from, len(missing), onnx_path, missing[0]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -459,6 +485,7 @@ def _stamp(path, meta, manifest, config):
     set_metadata(proto, dict(meta, **{
         "sanet.precision": "int8", "sanet.quantization": "qdq", "sanet.int8_activations": config.activations,
         "sanet.calibration_method": config.method, "sanet.calibration_sha256": manifest["sha256"],
+        "sanet.calibration_resolution": "{}x{}".format(*manifest["resolution"]),
         "sanet.float_groups": ",".join(config.keep),
     }))
     onnx.save(proto, path)

@@ -8,6 +8,7 @@ import os
 import sys
 
 from . import args as groups
+from .bench import BenchConfig
 from .errors import SanetError
 
 MODEL = groups.ModelSource(positional=True, random_init="never")
@@ -120,8 +121,8 @@ def eval_main(argv):
 
     args = eval_parser().parse_args(argv)
     options, json_path = EVAL.build(args), JSON.build(args)
-    if args.checkpoint and (args.onnx or args.engine):
-        raise SanetError("give either a CHECKPOINT or --onnx/--engine, not both")
+    if args.checkpoint and (args.onnx or args.engine or args.openvino):
+        raise SanetError("give either a CHECKPOINT or --onnx/--engine/--openvino, not both")
     EVAL_RUNNER.check(args)
     dataset = EVAL_DATA.build(args)
     with EVAL_RUNNER.build(args) as runner:
@@ -252,7 +253,7 @@ def parity_main(argv):
 BENCH_MODEL = groups.ModelSource(False, "default", "the shipped sanet/weights checkpoint if present, else random init")
 BENCH = (BENCH_MODEL, groups.Data(required=False, limit=False, data_help="dataset root for parity (default: generated "
                                   "synthetic scenes)"), groups.Resolutions(None), groups.RunnerSource(BENCH_MODEL, many=True),
-         groups.Calibration(full=False, count=16), groups.Output("results/bench", "report folder"))
+         groups.Calibration(full=False, count=BenchConfig.calib_count), groups.Output("results/bench", "report folder"))
 
 
 def bench_parser():
@@ -269,10 +270,8 @@ def bench_main(argv):
     """sanet-bench: FPS at 512x1024 / 768x1536 / 1024x2048 for every backend here, with parity vs PyTorch FP32."""
     import dataclasses
 
-    from .bench import config_from_args, resolve_model, run_bench
+    from .bench import config_from_args, generated_scenes, resolve_model, run_bench
     from .benchreport import TABLE_HEADERS, host_facts, table_rows, write_reports
-    from .data import open_dataset
-    from .synth import SynthConfig, generate_dataset
 
     args = bench_parser().parse_args(argv)
     if args.res:  # integers H, W multiples of 8, whichever group declared --res
@@ -281,13 +280,11 @@ def bench_main(argv):
     for group in BENCH[:2]:
         group.check(args)
     BENCH[3].check(args)
-    dataset, synth_root = BENCH[1].build(args), os.path.join(BENCH[5].build(args), "synth")
+    dataset, calib_root = BENCH[1].build(args), args.data
     model, name = resolve_model(args.checkpoint, args.variant, args.classes, report=_say)
     if dataset is None:
-        if not os.path.isdir(os.path.join(synth_root, "leftImg8bit", "train")):
-            generate_dataset(synth_root, SynthConfig(256, 512, train=8, val=max(2, config.parity_images), seed=0))
-        dataset = open_dataset(synth_root, "cityscapes", "val")
-    config.calib = args.calib or args.data or synth_root
+        calib_root, dataset = generated_scenes(BENCH[5].build(args), config)
+    config.calib = args.calib or calib_root
     facts = host_facts()
     rows, skipped = run_bench(model, config, dataset, args.onnx, args.engine, report=_say)
     files = write_reports(rows, facts, dict(dataclasses.asdict(config), checkpoint=name, dataset=args.data or "synthetic"),

@@ -6,6 +6,7 @@ Engines are plain plan files (``trtexec --loadEngine`` reads them). Each has a J
 it was built from and for; loading refuses an engine whose sidecar does not match the running system.
 Sidecar, naming and system checks are plain Python so the CPU tests exercise them.
 """
+import copy
 import json
 import os
 import platform
@@ -18,7 +19,7 @@ import numpy as np
 from . import __version__
 from .errors import SanetError, require
 from .fileio import sha256_file, write_bytes_atomic, write_json_atomic
-from .runners import DeviceRunner, RunnerInfo, class_map_dtype
+from .runners import DeviceRunner, RunnerInfo, TorchRunner, class_map_dtype
 
 SIDECAR_FORMAT = 1
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -626,3 +627,35 @@ class TrtRunner(DeviceRunner):
             return self.memory.class_map(output, self.info.output != "argmax", class_map_dtype(self.info.num_classes))
         self.memory.synchronize()
         return self.memory.download(output)
+
+
+class Torch2trtRunner(TorchRunner):
+    """The reference repo's speed method (kaigelee/SANet ``Tensorrt_speed_eval``): torch2trt converts the PyTorch
+    model layer by layer into a TensorRT engine for one input shape (``fp16_mode`` for FP16), then runs it on
+    torch CUDA tensors. Conversion happens on the first ``activate()``; the engine's serialized state is kept on the
+    host, so later activations only deserialize it. Needs CUDA, TensorRT and torch2trt (built from NVIDIA-AI-IOT's
+    repository against the device's TensorRT; it has no PyPI release)."""
+
+    def __init__(self, model, resolution, precision="fp16"):
+        if precision not in ("fp32", "fp16"):
+            raise SanetError("torch2trt rows are fp32 or fp16, not {}".format(precision))
+        require("torch2trt", "build torch2trt from NVIDIA-AI-IOT/torch2trt against this TensorRT (no PyPI release)")
+        super().__init__(model, "cuda", "fp32")  # fp32 tensors in and out; fp16_mode makes the engine compute in half
+        self.resolution, self.state = tuple(resolution), None
+        self.info = RunnerInfo("torch2trt", precision, "cuda", model.config.num_classes, input_size=self.resolution, batch=1,
+                               mean=model.config.mean, std=model.config.std, extra=dict(self.info.extra))
+
+    def activate(self):
+        if not self.active:
+            import torch
+            from torch2trt import TRTModule, torch2trt
+
+            if self.state is None:
+                source = copy.deepcopy(self.source).eval().to(self.device)
+                example = torch.zeros((1, 3) + self.resolution, device=self.device)
+                self.state = {k: v.cpu() if hasattr(v, "cpu") else v
+                              for k, v in torch2trt(source, [example], fp16_mode=self.info.precision == "fp16").state_dict().items()}
+                del source
+            self.model = TRTModule()
+            self.model.load_state_dict(self.state)
+        return DeviceRunner.activate(self)  # not TorchRunner's: that would put a PyTorch copy in place of the engine

@@ -62,18 +62,12 @@ def _one_line(exc):
 
 def run_check(out, checkpoint=None, report=print):
     """Every CUDA path; writes ``out``/gpucheck.json and gpucheck.md and returns (rows, skipped)."""
-    from .data import open_dataset
     from .fileio import write_json_atomic, write_text_atomic
-    from .synth import SynthConfig, generate_dataset
 
     require_cuda()
     model, name = bench.resolve_model(checkpoint, report=report)
-    synth = os.path.join(out, "synth")
-    if not os.path.isdir(os.path.join(synth, "leftImg8bit", "val")):
-        generate_dataset(synth, SynthConfig(256, 512, train=8, val=2, seed=0))
-    dataset = open_dataset(synth, "cityscapes", "val")
-    config = bench.BenchConfig(resolutions=list(BENCH_RESOLUTIONS), rounds=1, out=os.path.join(out, "bench"), calib=synth,
-                         cpu_rows=False)
+    config = bench.BenchConfig(resolutions=list(BENCH_RESOLUTIONS), rounds=1, out=os.path.join(out, "bench"), cpu_rows=False)
+    config.calib, dataset = bench.generated_scenes(out, config)
     rows = torch_variant_rows(model, BENCH_RESOLUTIONS[0], config, dataset, report)
     try:
         bench_rows, skipped = bench.run_bench(model, config, dataset, report=report)

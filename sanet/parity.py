@@ -39,6 +39,12 @@ BUDGETS = dict(zip(PRECISIONS, (
     # not gated: rare classes with a few hundred pixels swing it by points.
     Budget(min_pixel_agreement=0.90, max_delta_miou=0.01),  # int8
 )))
+# A |delta mIoU| budget is judged on at least this many labelled images: on one image a rare class of a few hundred
+# pixels moves mIoU by a point when a handful of its pixels flip (seen: an INT8 row at +2.1 pt on one 512x1024 frame
+# with 98.4 % pixel agreement, -0.2 pt on another calibration). Pixel and agreement-mIoU budgets hold at any count.
+DELTA_MIOU_MIN_IMAGES = 3
+# bf16 (PyTorch CPU/CUDA, OpenVINO on AMX/AVX-512 BF16) keeps 8 mantissa bits to fp16's 11: between fp16 and int8.
+BUDGETS["bf16"] = Budget(min_pixel_agreement=0.99, min_agreement_miou=0.95, max_delta_miou=0.005)
 
 
 @dataclass
@@ -57,6 +63,7 @@ class ParityResult:
     mean_abs_logit_diff: Optional[float] = None
     budget: Budget = field(default_factory=Budget)
     failures: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)  # checks of the budget that were not judged, and why
 
     @property
     def passed(self):
@@ -116,7 +123,10 @@ def check_budget(result, budget):
         failures.append("pixel agreement {:.4%} < {:.4%}".format(result.pixel_agreement, budget.min_pixel_agreement))
     if budget.min_agreement_miou is not None and result.agreement_miou < budget.min_agreement_miou:
         failures.append("agreement mIoU {:.2%} < {:.2%}".format(result.agreement_miou, budget.min_agreement_miou))
-    if budget.max_delta_miou is not None and result.delta_miou is not None and abs(result.delta_miou) > budget.max_delta_miou:
+    judged = budget.max_delta_miou is not None and result.delta_miou is not None
+    if judged and result.images < DELTA_MIOU_MIN_IMAGES:
+        result.notes.append("|delta mIoU| not judged on {} labelled image(s) (needs {})".format(result.images, DELTA_MIOU_MIN_IMAGES))
+    elif judged and abs(result.delta_miou) > budget.max_delta_miou:
         failures.append("|delta mIoU| {:.2f} pt > {:.2f} pt".format(100 * abs(result.delta_miou), 100 * budget.max_delta_miou))
     return failures
 
@@ -189,6 +199,7 @@ def parity_rows(result):
         ["boundary agreement (%)", "{:.4f}".format(100 * result.boundary_agreement)],
         ["max |delta logit|", "-" if result.max_abs_logit_diff is None else "{:.2e}".format(result.max_abs_logit_diff)],
         ["mean |delta logit|", "-" if result.mean_abs_logit_diff is None else "{:.2e}".format(result.mean_abs_logit_diff)],
-        ["verdict", "PASS" if result.passed else "FAIL: " + "; ".join(result.failures)],
+        ["verdict", ("PASS" if result.passed else "FAIL: " + "; ".join(result.failures))
+         + "".join(" ({})".format(note) for note in result.notes)],
     ]
 

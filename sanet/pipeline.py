@@ -111,6 +111,9 @@ class CalibSettings:
     parity_dataset: object = None  # a SegmentationDataset; None skips the parity check
     parity_limit: Optional[int] = None
     quiet: bool = False  # silence the few-images warning (the bench calibrates on few images on purpose)
+    # (H, W): calibrate once at this resolution and reuse its activation ranges for every other one (QuantizeConfig
+    # .ranges_from); None: each resolution calibrates on its own crops.
+    resolution: Optional[Tuple[int, int]] = None
 
     def __post_init__(self):
         if self.fallback == "auto" and self.parity_dataset is None:
@@ -250,12 +253,14 @@ class Pipeline:
         from .runners import OrtRunner, TorchRunner
 
         calib = self._calib()
-        source, manifest = self.onnx(resolution), self.manifest(resolution)
+        calib_at = tuple(calib.resolution or resolution)
+        source, manifest = self.onnx(resolution), self.manifest(calib_at)
         path = self.path("qdq" if activations == "int8" else "qdq-uint8", resolution)
-        config = QuantizeConfig(calib.method or "minmax", activations, keep=tuple(calib.keep))
+        config = QuantizeConfig(calib.method or "minmax", activations, keep=tuple(calib.keep),
+                                ranges_from=self.onnx(calib_at) if calib_at != resolution else None)
         stamp = {"sanet.precision": "int8", "sanet.quantization": "qdq", "sanet.int8_activations": activations,
                  "sanet.calibration_sha256": manifest["sha256"], "sanet.calibration_method": config.method,
-                 "sanet.float_groups": ",".join(config.keep)}
+                 "sanet.calibration_resolution": "{}x{}".format(*calib_at), "sanet.float_groups": ",".join(config.keep)}
         if self.reuse and calib.fallback == "none" and self._onnx_matches(path, self._config(resolution), stamp):
             self.notes[path] = "reused (metadata matches)"
             return path
@@ -345,18 +350,23 @@ class Pipeline:
     # -- runners --------------------------------------------------------------------------------
 
     def runner(self, kind, resolution, precision=None, activations=None, providers=None, cuda_graph=False):
-        """An un-activated runner on the artifact (built on demand): kind "onnx", "qdq" or "engine"."""
-        from .runners import OrtRunner
+        """An un-activated runner on the artifact (built on demand): kind "onnx", "qdq" (ONNX Runtime), "openvino"
+        (the ONNX in fp32/bf16, or with precision int8 the Q/DQ ONNX) or "engine"."""
+        from .runners import OpenVinoRunner, OrtRunner
 
         if kind == "onnx":
             return OrtRunner(self.onnx(resolution), providers=providers)
         if kind == "qdq":
             return OrtRunner(self.qdq(resolution, activations), providers=providers)
+        if kind == "openvino" and precision == "int8":
+            return OpenVinoRunner(self.qdq(resolution, activations))
+        if kind == "openvino":
+            return OpenVinoRunner(self.onnx(resolution), precision or "fp32")
         if kind == "engine":
             from .engines import TrtRunner
 
             return TrtRunner(self.engine(resolution, precision or "fp16"), cuda_graph=cuda_graph)
-        raise SanetError("unknown runner kind {!r}: use onnx, qdq or engine".format(kind))
+        raise SanetError("unknown runner kind {!r}: use onnx, qdq, openvino or engine".format(kind))
 
     # -- Triton ---------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from sanet import bench, benchreport, checkpoints
 from sanet.checkpoints import load_model
 from sanet.errors import SanetError
 from sanet.export import ExportConfig, export_onnx
-from sanet.parity import BUDGETS
+from sanet.parity import BUDGETS, DELTA_MIOU_MIN_IMAGES
 
 QUICK = ["--res", "64", "128", "--res", "96", "192", "--iterations", "4", "--rounds", "2", "--warmup-seconds", "0.1",
          "--parity-images", "2"]
@@ -28,6 +29,12 @@ def has_tensorrt():
     except ImportError:
         return False
     return True
+
+
+def has_openvino():
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
 
 
 def run_cli(module, *argv, env=None):
@@ -83,22 +90,66 @@ def test_timed_iteration_yields_uint8_class_map_and_e2e_covers_compute(exported)
         assert e2e >= compute + h2d + d2h > 0
 
 
+def test_cpu_rows_stop_at_their_time_cap_and_say_so(exported):
+    from sanet.runners import OrtRunner
+
+    _, paths = exported
+    frame = np.zeros((1, 128, 256, 3), np.uint8)
+    with OrtRunner(paths[(128, 256)]) as runner:
+        capped, _, _ = bench.time_visit(runner, frame, bench.BenchConfig(warmup_seconds=0, iterations=1000, rounds=2,
+                                                                         cpu_max_seconds=1e-6))
+        full, _, _ = bench.time_visit(runner, frame, bench.BenchConfig(warmup_seconds=0, iterations=6, rounds=2,
+                                                                       cpu_max_seconds=0))
+    assert len(capped) == 1 and len(full) == 3  # the cap keeps one iteration per visit; 0 lifts it
+
+    class Counting(OrtRunner):
+        executed = 0
+
+        def execute(self):
+            self.executed += 1
+            super().execute()
+
+    config = bench.BenchConfig(warmup_seconds=60, iterations=2, rounds=1)
+    with Counting(paths[(128, 256)]) as runner:
+        bench.time_visit(runner, frame, config, warm_since=time.perf_counter() - 60)
+    assert runner.executed == 2  # warm for 60 s already (the parity check ran): no warm-up iteration
+    row = benchreport.Row("128x256", "r", "onnxruntime", "cpu", "fp32", iterations=2, capped=True)
+    assert benchreport.table_rows([row])[0][2] == "2 (cap)"
+
+
+def test_torch2trt_route_names_what_to_install(exported):
+    import importlib.util
+
+    from sanet.engines import Torch2trtRunner
+
+    if importlib.util.find_spec("torch2trt") is not None:
+        pytest.skip("torch2trt is installed here")
+    with pytest.raises(SanetError, match="NVIDIA-AI-IOT/torch2trt"):
+        Torch2trtRunner(exported[0], (128, 256), "fp16")
+    with pytest.raises(SanetError, match="fp32 or fp16"):
+        Torch2trtRunner(exported[0], (128, 256), "int8")
+
+
 def test_default_run_reports_protocol_and_consistent_rows(default_run):
     out, _, data = default_run
     assert data["protocol"] == json.loads(json.dumps(benchreport.PROTOCOL))
     assert {"compute", "end_to_end", "h2d", "d2h", "warmup", "rounds", "statistics", "power"} <= set(data["protocol"])
     rows = [r for r in data["rows"] if r["device"] == "cpu"]  # a GPU host adds its own rows; these are the CPU ones
-    assert {(r["resolution"], r["runner"]) for r in rows} == {
-        (res, run) for res in ("64x128", "96x192") for run in ("pytorch-cpu-fp32", "onnxruntime-cpu-fp32", "onnxruntime-cpu-int8")}
+    runners = ["pytorch-cpu-fp32", "onnxruntime-cpu-fp32", "onnxruntime-cpu-int8"]
+    if has_openvino():  # the same ONNX and Q/DQ files; bf16 only where the CPU has it natively
+        from sanet.runners import openvino_bf16
+
+        runners += ["openvino-cpu-fp32", "openvino-cpu-int8"] + (["openvino-cpu-bf16"] if openvino_bf16() else [])
+    assert {(r["resolution"], r["runner"]) for r in rows} == {(res, run) for res in ("64x128", "96x192") for run in runners}
     for row in rows:
-        assert row["iterations"] >= 4 and len(row["round_fps"]) == 2
+        assert row["iterations"] >= 4 and len(row["round_fps"]) == 2 and not row["capped"]
         assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
         assert row["fps"] == pytest.approx(1000.0 / row["mean_ms"])
         assert row["unstable"] == (row["cv"] > benchreport.UNSTABLE_CV)
         assert not row["copies_in_compute"]  # CPU rows: nothing to copy
         # The invariant of the protocol: end-to-end contains compute, so it is never faster.
         assert row["e2e_mean_ms"] >= row["mean_ms"] and row["e2e_fps"] <= row["fps"]
-    assert data["settings"]["calib_count"] == 16 and data["settings"]["rounds"] == 2
+    assert data["settings"]["calib_count"] == bench.BenchConfig.calib_count and data["settings"]["rounds"] == 2
     assert data["host"]["cpu_count"] and data["host"]["torch"] == torch.__version__
     with open(out / "bench.csv") as handle:
         assert len(list(csv.DictReader(handle))) == len(data["rows"])
@@ -115,7 +166,9 @@ def test_parity_verdicts_follow_the_budget(default_run):
             continue
         # Random-init INT8: the verdict is whatever its budget says of the measured agreement and delta mIoU.
         below = row["pixel_agreement"] < budget.min_pixel_agreement
-        over = row["delta_miou"] is not None and abs(row["delta_miou"]) > budget.max_delta_miou
+        judged = row["delta_miou"] is not None and 2 >= DELTA_MIOU_MIN_IMAGES  # QUICK: --parity-images 2
+        over = judged and abs(row["delta_miou"]) > budget.max_delta_miou
+        assert bool(row["parity_notes"]) == (row["delta_miou"] is not None and not judged)
         assert row["pixel_agreement"] < 1.0  # INT8 really differs from FP32
         assert row["verdict"] == ("FAIL" if below or over else "PASS")
         assert any("pixel agreement" in f for f in row["failures"]) == below
@@ -133,8 +186,14 @@ def test_plots_are_written_and_readable(default_run):
 
 
 def test_progress_names_every_step(default_run):
-    _, result, data = default_run
+    out, result, data = default_run
     assert "exporting" in result.stdout and "quantizing" in result.stdout
+    # Calibrated once, at the smallest resolution; 96x192 reuses its ranges.
+    assert result.stdout.count("calibration: {} crops".format(bench.BenchConfig.calib_count)) == 1
+    from sanet.export import read_metadata
+
+    for path in (out / "artifacts").glob("*_qdq.onnx"):
+        assert read_metadata(path)["sanet.calibration_resolution"] == "64x128", path
     visits = [line for line in result.stdout.splitlines() if "] round " in line]
     assert len(visits) == 2 * len(data["rows"]) and visits[0].startswith("[1/{}]".format(len(visits)))
 
@@ -144,8 +203,11 @@ def test_skip_messages_name_the_missing_package(default_run):
     if has_tensorrt():
         pytest.skip("TensorRT is installed here: its rows run instead of being skipped")
     assert "skipped: tensorrt engines fp16/int8: tensorrt is not installed (JetPack ships it" in result.stdout
+    assert "skipped: torch2trt rows: torch2trt is not installed (build it from NVIDIA-AI-IOT/torch2trt" in result.stdout
     if not torch.cuda.is_available():
         assert "skipped: pytorch cuda fp32/fp16: no CUDA device" in result.stdout
+    if not has_openvino():
+        assert "skipped: openvino rows: openvino is not installed (pip install 'sanet[openvino]')" in result.stdout
 
 
 def test_missing_onnxruntime_is_skipped_with_install_hint(tmp_path):
@@ -208,8 +270,10 @@ def test_flags_compose_into_a_config():
     config = bench.config_from_args(parser.parse_args(["--rounds", "3", "--seconds", "2.5", "--precisions", "fp32"]))
     assert (config.rounds, config.seconds, config.precisions) == (3, 2.5, ("fp32",))
     assert config.resolutions == list(bench.BENCH_RESOLUTIONS) and config.iterations == 20
-    with pytest.raises(SanetError, match="--seconds must be >= 0"):
-        bench.config_from_args(parser.parse_args(["--seconds", "-1"]))
+    for flag in ("--seconds", "--cpu-max-seconds"):
+        with pytest.raises(SanetError, match="--cpu-max-seconds must be >= 0"):
+            bench.config_from_args(parser.parse_args([flag, "-1"]))
+    assert bench.config_from_args(parser.parse_args(["--cpu-max-seconds", "0"])).cpu_max_seconds == 0
 
 
 def test_reference_maps_are_filled_before_candidates_and_closed(synth_small):

@@ -162,6 +162,38 @@ def test_ort_range_cache_reused_until_the_crops_change(exported, synth_small, sy
     assert len([p for p in os.listdir(tmp_path / "cache") if p.endswith(".key.json")]) == 2
 
 
+def test_ranges_from_a_smaller_export_quantize_a_larger_one(exported, synth_small, synth_manifest, tmp_path):
+    from sanet.export import ExportConfig, export_onnx
+    from sanet.model import build_model
+
+    model, paths = exported
+    small_manifest = plan_crops(str(synth_small), CropConfig(96, 192, count=24))
+    out = tmp_path / "int8_from_96x192.onnx"
+    quantize_qdq(paths[(128, 256)], out, small_manifest, QuantizeConfig(ranges_from=str(paths[(96, 192)])),
+                 cache_dir=tmp_path / "cache")
+    meta = read_metadata(out)
+    assert meta["sanet.resolution"] == "128x256" and meta["sanet.calibration_resolution"] == "96x192"
+    assert meta["sanet.calibration_sha256"] == small_manifest["sha256"]
+    with OrtRunner(out) as candidate:
+        assert candidate.info.input_size == (128, 256)
+        result = compare(TorchRunner(model), candidate, open_dataset(str(synth_small), "cityscapes", "val"), progress=False)
+    assert result.passed and result.pixel_agreement < 1.0, result.failures
+    with pytest.raises(SanetError, match="plan crops at the model's resolution"):  # crops must match ranges_from
+        quantize_qdq(paths[(128, 256)], tmp_path / "x.onnx", synth_manifest, QuantizeConfig(ranges_from=str(paths[(96, 192)])))
+    tiny = tmp_path / "tiny_96x192.onnx"  # other weights (and variant): refused from the metadata
+    export_onnx(build_model("sanet-tiny", 19, aux_head=False).eval(), tiny, ExportConfig(96, 192), source_sha256="test")
+    with pytest.raises(SanetError, match="not the same network"):
+        quantize_qdq(paths[(128, 256)], tmp_path / "x.onnx", small_manifest, QuantizeConfig(ranges_from=str(tiny)))
+    ranges = next(p for p in (tmp_path / "cache").iterdir() if p.suffix == ".json" and not p.name.endswith(".key.json"))
+    data = json.loads(ranges.read_text())
+    data["data"].pop(sorted(data["data"])[-1])  # a tensor the larger export needs is missing from the ranges
+    ranges.write_text(json.dumps(data))
+    with pytest.raises(SanetError, match="lack 1 tensors"):
+        quantize_qdq(paths[(128, 256)], tmp_path / "x.onnx", small_manifest, QuantizeConfig(ranges_from=str(paths[(96, 192)])),
+                     cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_bad_quantization_requests(exported, synth_small, synth_manifest, tmp_path):
     _, paths = exported
     with pytest.raises(SanetError, match="no layers named"):

@@ -100,6 +100,19 @@ def test_device_phases_match_infer_and_hand_back_a_uint8_class_map(exported, bac
     assert runner.staged is None and runner.outputs is None  # close() lets go of the frame and its logits
 
 
+def test_delta_miou_is_judged_only_on_enough_labelled_images():
+    from sanet.parity import BUDGETS, DELTA_MIOU_MIN_IMAGES, ParityResult, check_budget, parity_rows
+
+    def result(images):
+        return ParityResult("onnxruntime-cpu-int8", "int8", images, pixel_agreement=0.98, boundary_agreement=0.9,
+                            agreement_miou=0.9, miou_reference=0.40, miou_candidate=0.42, delta_miou=0.02)
+
+    few, enough = result(DELTA_MIOU_MIN_IMAGES - 1), result(DELTA_MIOU_MIN_IMAGES)
+    assert check_budget(few, BUDGETS["int8"]) == [] and "not judged on 2 labelled image(s)" in few.notes[0]
+    assert "not judged" in parity_rows(few)[-1][1]
+    assert check_budget(enough, BUDGETS["int8"]) == ["|delta mIoU| 2.00 pt > 1.00 pt"] and not enough.notes
+
+
 def test_foreign_onnx_is_refused(tmp_path, ort):
     import onnx
     from onnx import TensorProto, helper
