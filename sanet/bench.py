@@ -357,6 +357,8 @@ def add_arguments(parser):
     parser.add_argument("--precisions", nargs="+", choices=BENCH_PRECISIONS, default=list(BENCH_PRECISIONS), help="(default: all)")
     parser.add_argument("--cuda-graphs", action="store_true", help="replay PyTorch CUDA and TensorRT rows from CUDA graphs")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any row fails its parity budget")
+    parser.add_argument("--compare", metavar="BENCH_JSON", help="an earlier run's bench.json: print each row's FPS change "
+                        "and mark changes above 15 %% (default: no comparison)")
     return parser
 
 

@@ -124,6 +124,43 @@ def write_reports(rows, facts, settings, out, skipped):
         return ["bench.json", "bench.csv", "bench.md"]
 
 
+COMPARE_HEADERS = ["input", "runner", "FPS before", "FPS now", "change %", "e2e FPS before", "e2e FPS now", "change %"]
+DRIFT = 0.15  # a row whose compute or end-to-end FPS moved more than this between two runs is marked
+
+
+def read_runs(path):
+    """{(resolution, runner): row dict} of an earlier run's bench.json (read before this run may overwrite it)."""
+    import json
+
+    from .errors import SanetError
+
+    try:
+        with open(path) as handle:
+            return {(r["resolution"], r["runner"]): r for r in json.load(handle)["rows"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SanetError("cannot read an earlier bench.json from {}: {} (give the bench.json of a sanet-bench run)".format(
+            path, exc)) from None
+
+
+def compare_runs(rows, before):
+    """Rows of this run against :func:`read_runs` ``before`` (same resolution and runner) -> (table rows, summary line):
+    FPS and end-to-end FPS before/now and their change; a change beyond DRIFT is marked."""
+    table, moved = [], 0
+    for row in rows:
+        old = before.get((row.resolution, row.runner))
+        if old is None or not old.get("fps") or row.fps != row.fps:
+            continue
+        changes = [row.fps / old["fps"] - 1, row.e2e_fps / old["e2e_fps"] - 1 if old.get("e2e_fps") else NAN]
+        moved += any(abs(c) > DRIFT for c in changes)
+        table.append([row.resolution, row.runner, _fmt(old["fps"], "{:.2f}"), _fmt(row.fps, "{:.2f}"), _change(changes[0]),
+                      _fmt(old.get("e2e_fps"), "{:.2f}"), _fmt(row.e2e_fps, "{:.2f}"), _change(changes[1])])
+    return table, "{} of {} row(s) moved more than {:.0f} % against the earlier run".format(moved, len(table), 100 * DRIFT)
+
+
+def _change(value):
+    return _fmt(value, "{:+.1f}", 100) + (" moved" if abs(value) > DRIFT else "")
+
+
 def _fmt(value, pattern="{:.1f}", scale=1.0):
     return "-" if value is None or value != value else pattern.format(value * scale)
 

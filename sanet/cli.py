@@ -271,15 +271,14 @@ def bench_main(argv):
     import dataclasses
 
     from .bench import config_from_args, generated_scenes, resolve_model, run_bench
-    from .benchreport import TABLE_HEADERS, host_facts, table_rows, write_reports
+    from .benchreport import COMPARE_HEADERS, TABLE_HEADERS, compare_runs, host_facts, read_runs, table_rows, write_reports
 
     args = bench_parser().parse_args(argv)
     if args.res:  # integers H, W multiples of 8, whichever group declared --res
         args.res = [list(size) for size in groups.parse_resolutions([[str(v) for v in pair] for pair in args.res])]
-    config = config_from_args(args)
-    for group in BENCH[:2]:
+    config, before = config_from_args(args), read_runs(args.compare) if args.compare else None
+    for group in BENCH[:2] + BENCH[3:4]:
         group.check(args)
-    BENCH[3].check(args)
     dataset, calib_root = BENCH[1].build(args), args.data
     model, name = resolve_model(args.checkpoint, args.variant, args.classes, report=_say)
     if dataset is None:
@@ -293,6 +292,10 @@ def bench_main(argv):
     for message in skipped:
         print("skipped: " + message)
     print("reports: " + ", ".join(os.path.join(args.out, f) for f in files))
+    if before is not None:
+        table, summary = compare_runs(rows, before)
+        print_table(COMPARE_HEADERS, table)
+        print(summary)
     if any("interrupted" in message for message in skipped):
         return 130
     if args.strict and any(row.verdict == "FAIL" for row in rows):

@@ -117,6 +117,19 @@ def test_cpu_rows_stop_at_their_time_cap_and_say_so(exported):
     assert benchreport.table_rows([row])[0][2] == "2 (cap)"
 
 
+def test_compare_marks_rows_that_moved(default_run, tmp_path):
+    out, _, data = default_run
+    before = benchreport.read_runs(str(out / "bench.json"))
+    rows = [benchreport.Row(**{k: v for k, v in r.items()}) for r in data["rows"]]
+    rows[0].fps, rows[0].e2e_fps = rows[0].fps * 1.30, rows[0].e2e_fps * 1.05  # one row 30 % faster now
+    table, summary = benchreport.compare_runs(rows, before)
+    assert len(table) == len(rows) and summary.startswith("1 of {} row(s) moved".format(len(rows)))
+    assert table[0][4] == "+30.0 moved" and table[0][7] == "+5.0" and table[1][4] == "+0.0"
+    (tmp_path / "bad.json").write_text("{\"rows\": 3}")
+    with pytest.raises(SanetError, match="cannot read an earlier bench.json"):
+        benchreport.read_runs(str(tmp_path / "bad.json"))
+
+
 def test_torch2trt_route_names_what_to_install(exported):
     import importlib.util
 
@@ -258,7 +271,8 @@ def test_bad_input_is_one_line(tmp_path):
                           (["--engine", str(tmp_path / "missing.plan")], "not found"),
                           (["--data", str(tmp_path / "nowhere")], "dataset root not found"),
                           (["--res", "100", "100"], "multiples of 8"),
-                          (["--rounds", "0"], "--rounds must be at least 1")):
+                          (["--rounds", "0"], "--rounds must be at least 1"),
+                          (["--compare", str(tmp_path / "missing.json")], "cannot read an earlier bench.json")):
         result = bench_cli(*argv, "-o", str(tmp_path / "o"))
         assert result.returncode in (1, 2) and message in result.stderr and "Traceback" not in result.stderr, argv
 
