@@ -277,6 +277,9 @@ class Calibration:
         group.add_argument("--calib-seed", type=int, default=0, help="seed of the crop positions")
         group.add_argument("--calib-method", choices=("entropy", "minmax", "percentile"),
                            help="default: entropy for TensorRT calibrators, minmax for Q/DQ")
+        group.add_argument("--calib-res", nargs=2, metavar=("H", "W"),
+                           help="Q/DQ: calibrate once on crops at this resolution and reuse its activation ranges for "
+                                "every --res (default: each resolution on its own crops)")
         group.add_argument("--int8-keep", nargs="+", default=[], metavar="GROUP",
                            help="layer groups kept in float, e.g. conv_out32 sff1 sff2 (default: none)")
         group.add_argument("--int8-fallback", choices=("none", "auto"), default="none",
@@ -318,9 +321,10 @@ class Calibration:
             raise SanetError("--calib-count {} is below the batch {}: raise it".format(args.calib_count, batch))
         if not full:
             return CalibSettings(args.calib, args.calib_count, quiet=quiet)
+        calib_res = parse_resolutions([args.calib_res], "--calib-res")[0] if args.calib_res else None
         return CalibSettings(args.calib, args.calib_count, args.calib_mode, args.calib_seed, args.calib_method,
                              args.qdq_activations, tuple(args.int8_keep), args.int8_fallback, parity, args.parity_limit,
-                             quiet=quiet)
+                             quiet=quiet, resolution=calib_res)
 
 
 class EngineBuild:

@@ -226,6 +226,10 @@ class Pipeline:
             raise SanetError("INT8 needs calibration images: add --calib DIR (Cityscapes root or an image folder)")
         return self.calib_config
 
+    def calib_resolution(self, resolution):
+        """Where the Q/DQ file at ``resolution`` takes its activation ranges from: CalibSettings.resolution, else itself."""
+        return tuple(self._calib().resolution or resolution)
+
     def manifest(self, resolution):
         return self._once(("manifest", tuple(resolution)), lambda: self._plan_crops(tuple(resolution)))
 
@@ -253,7 +257,7 @@ class Pipeline:
         from .runners import OrtRunner, TorchRunner
 
         calib = self._calib()
-        calib_at = tuple(calib.resolution or resolution)
+        calib_at = self.calib_resolution(resolution)
         source, manifest = self.onnx(resolution), self.manifest(calib_at)
         path = self.path("qdq" if activations == "int8" else "qdq-uint8", resolution)
         config = QuantizeConfig(calib.method or "minmax", activations, keep=tuple(calib.keep),
@@ -429,8 +433,8 @@ def export_all(pipeline: Pipeline, sizes, request: ExportRequest):
     rows, lint = [], []
     for resolution in sizes:
         resolution = tuple(resolution)
-        if request.qdq or (has_trt and "int8" in request.precisions):
-            pipeline.manifest(resolution)  # calibration problems surface before the FP32 export
+        if request.qdq or (has_trt and "int8" in request.precisions):  # calibration problems surface before the export
+            pipeline.manifest(pipeline.calib_resolution(resolution) if request.qdq else resolution)
         path = pipeline.onnx(resolution)
         rows.append([path, _size_mib(path), "fp32 onnx", pipeline.notes[path]])
         lint.append(path)
