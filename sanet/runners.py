@@ -341,7 +341,8 @@ class OrtRunner(OnnxFileRunner):
         super().close()
 
     def infer(self, inputs):
-        return self.session.run(None, {self.input_name: self.check_inputs(inputs)})[0]
+        inputs = self.check_inputs(inputs)  # first: it says "not active" before the missing session would fail
+        return self.session.run(None, {self.input_name: inputs})[0]
 
 
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # sanet precision -> OpenVINO INFERENCE_PRECISION_HINT
@@ -388,5 +389,6 @@ class OpenVinoRunner(OnnxFileRunner):
         super().close()
 
     def infer(self, inputs):
-        self.request.infer({0: self.check_inputs(inputs)})
+        inputs = self.check_inputs(inputs)
+        self.request.infer({0: inputs})
         return self.request.get_output_tensor(0).data.copy()  # the request reuses its output buffer

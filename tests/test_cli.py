@@ -153,7 +153,7 @@ BAD_INPUTS = [
     ("bench -o {base}/a_file", 1, "is a file"),
     ("infer {data} --onnx {base}/missing.onnx -o {out}", 1, "ONNX file not found"),
     ("infer {data} --engine {base}/missing.plan -o {out}", 1, "not found"),
-    ("infer {data} --checkpoint {ckpt} --onnx {base}/garbage.onnx -o {out}", 1, "give one of --checkpoint, --onnx or --engine"),
+    ("infer {data} --checkpoint {ckpt} --onnx {base}/garbage.onnx -o {out}", 1, "give one of --checkpoint, --onnx, --engine or --openvino"),
     ("infer {data} --checkpoint {ckpt} --alpha 2 -o {out}", 1, "--alpha is an opacity"),
     ("infer {data} --checkpoint {ckpt} --max-frames 0 -o {out}", 1, "--max-frames must be >= 1"),
     ("infer {data} --checkpoint {ckpt} --size 100 100 -o {out}", 1, "multiples of 8"),

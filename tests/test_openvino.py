@@ -30,6 +30,8 @@ def test_fp32_matches_onnx_runtime_and_pytorch(exported, synth_small):
     frame = np.random.default_rng(5).integers(0, 256, size=(1, 128, 256, 3), dtype=np.uint8)
     runner = OpenVinoRunner(paths[(128, 256)])
     assert runner.info.label == "openvino-cpu-fp32" and runner.info.input_size == (128, 256) and runner.request is None
+    with pytest.raises(SanetError, match="not active"):  # constructing is cheap: nothing compiled yet
+        runner.infer(np.zeros((1, 3, 128, 256), np.float32))
     with runner, OrtRunner(paths[(128, 256)]) as ort:
         logits, expected = runner.infer(runner.prepare(frame)), ort.infer(ort.prepare(frame))
         again = runner.infer(runner.prepare(frame))
