@@ -1,8 +1,5 @@
 """OpenVINO rows: the same exported ONNX (fp32, bf16 where the CPU has it) and the Q/DQ INT8 export, on the runner
 contract, so evaluation, parity, inference and the bench use them like any other backend."""
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -71,25 +68,23 @@ def test_bf16_runs_where_the_cpu_has_it_and_is_refused_elsewhere(exported, synth
     assert result.budget == BUDGETS["bf16"] and result.passed, result.failures
 
 
-def cli(*argv):
-    return subprocess.run([sys.executable, "-m", "sanet.cli", *argv], capture_output=True, text=True)
+def test_eval_parity_and_infer_take_openvino(exported, shipped, synth_small, qdq_uint8, tmp_path, capsys):
+    from sanet.cli import main  # in-process: an escaped exception would fail the test outright
 
-
-def test_eval_parity_and_infer_take_openvino(exported, shipped, synth_small, qdq_uint8, tmp_path):
     _, paths = exported
     onnx_path = str(paths[(128, 256)])
-    result = cli("eval", "--openvino", onnx_path, "--data", str(synth_small), "--size", "128", "256")
-    assert result.returncode == 0, result.stderr
-    assert "openvino-cpu-fp32" in result.stdout and "mIoU" in result.stdout
-    result = cli("parity", shipped, "--openvino", str(qdq_uint8), "--data", str(synth_small))
-    assert result.returncode == 0 and "PASS" in result.stdout, result.stdout + result.stderr
+    assert main(["eval", "--openvino", onnx_path, "--data", str(synth_small), "--size", "128", "256"]) == 0
+    output = capsys.readouterr().out
+    assert "openvino-cpu-fp32" in output and "mIoU" in output
+    assert main(["parity", shipped, "--openvino", str(qdq_uint8), "--data", str(synth_small)]) == 0
+    assert "PASS" in capsys.readouterr().out
     out = tmp_path / "masks"
     images = synth_small / "leftImg8bit" / "val"
-    result = cli("infer", str(images), "--openvino", onnx_path, "--size", "128", "256", "-o", str(out))
-    assert result.returncode == 0, result.stderr
+    assert main(["infer", str(images), "--openvino", onnx_path, "--size", "128", "256", "-o", str(out)]) == 0
     assert len(list(out.rglob("*_mask.png"))) == len(list(images.rglob("*.png")))
     for argv, message in ((["--openvino", onnx_path, "--device", "cuda"], "runs on the CPU"),
                           (["--openvino", onnx_path, "--onnx", onnx_path], "not allowed with"),
                           (["--openvino", str(tmp_path / "missing.onnx")], "not found")):
-        result = cli("eval", *argv, "--data", str(synth_small))
-        assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+        capsys.readouterr()
+        assert main(["eval", *argv, "--data", str(synth_small)]) in (1, 2)
+        assert message in capsys.readouterr().err, argv
