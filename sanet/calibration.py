@@ -233,7 +233,7 @@ def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_di
 
     meta = read_metadata(onnx_path, required=True)
     calibrated = config.ranges_from or onnx_path
-    calibrated_meta = read_metadata(calibrated, required=True)
+    calibrated_meta = read_metadata(calibrated, required=True) if config.ranges_from else meta
     same = ("sanet.variant", "sanet.classes", "sanet.source_sha256", "sanet.opset", "sanet.input_layout", "sanet.output")
     if any(calibrated_meta.get(key) != meta.get(key) for key in same):
         raise SanetError("{} and {} are not the same network (variant, classes, weights, opset, layout or output differ): "

@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__
 from .errors import SanetError, require
 from .fileio import sha256_file, write_bytes_atomic, write_json_atomic
-from .runners import DeviceRunner, RunnerInfo, TorchRunner, class_map_dtype
+from .runners import DeviceRunner, RunnerInfo, TorchRunner, class_map_dtype, class_map_of
 
 SIDECAR_FORMAT = 1
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -412,6 +412,8 @@ def make_calibrator(trt, method, manifest, meta, cache):
 class _TorchMemory:
     """Device buffers as torch CUDA tensors on a private stream (nothing beyond torch needed)."""
 
+    argmax_on_device = True  # class_map() below; the other backends bring logits back for a host argmax
+
     def __init__(self):
         import torch
 
@@ -447,7 +449,9 @@ class _TorchMemory:
 
 
 class _PycudaMemory:
-    """Device buffers through pycuda, for machines whose torch has no CUDA."""
+    """Device buffers through pycuda, for machines whose torch has no CUDA (no argmax kernel here)."""
+
+    argmax_on_device = False
 
     def __init__(self):
         # TensorRT runs in the device's primary context; pycuda.autoinit would create a second one.
@@ -474,17 +478,13 @@ class _PycudaMemory:
     def synchronize(self):
         self.stream.synchronize()
 
-    def class_map(self, buffer, argmax, dtype):
-        """pycuda has no argmax kernel: the logits come back and the argmax runs on the host."""
-        host = self.download(buffer)
-        return (host.argmax(axis=1) if argmax else host).astype(dtype)
-
 
 class _HostMemory:
     """Buffers in host memory (numpy arrays, pointer = their address), chosen with SANET_DEVICE_MEMORY=host.
     Real TensorRT needs device memory; this serves stand-ins that read host addresses (the test simulator)."""
 
     handle = 0
+    argmax_on_device = False
 
     def empty(self, shape, dtype):
         return np.empty(tuple(shape), dtype)
@@ -500,9 +500,6 @@ class _HostMemory:
 
     def synchronize(self):
         pass
-
-    def class_map(self, buffer, argmax, dtype):
-        return (buffer.argmax(axis=1) if argmax else buffer).astype(dtype)
 
 
 def device_memory():
@@ -623,10 +620,11 @@ class TrtRunner(DeviceRunner):
     def fetch(self, class_map=False):
         """The engine's output (logits or argmax) as a host array, or the class map with the argmax on the device."""
         output = self.buffers[self.output_name]
-        if class_map:
+        if class_map and self.memory.argmax_on_device:
             return self.memory.class_map(output, self.info.output != "argmax", class_map_dtype(self.info.num_classes))
         self.memory.synchronize()
-        return self.memory.download(output)
+        host = self.memory.download(output)
+        return class_map_of(host, self.info) if class_map else host
 
 
 class Torch2trtRunner(TorchRunner):

@@ -118,17 +118,18 @@ def boundary_band(class_map, width):
 
 
 def check_budget(result, budget):
-    failures = []
+    """(failures, notes): what breaks ``budget``, and which of its checks were not judged and why."""
+    failures, notes = [], []
     if budget.min_pixel_agreement is not None and result.pixel_agreement < budget.min_pixel_agreement:
         failures.append("pixel agreement {:.4%} < {:.4%}".format(result.pixel_agreement, budget.min_pixel_agreement))
     if budget.min_agreement_miou is not None and result.agreement_miou < budget.min_agreement_miou:
         failures.append("agreement mIoU {:.2%} < {:.2%}".format(result.agreement_miou, budget.min_agreement_miou))
     judged = budget.max_delta_miou is not None and result.delta_miou is not None
     if judged and result.images < DELTA_MIOU_MIN_IMAGES:
-        result.notes.append("|delta mIoU| not judged on {} labelled image(s) (needs {})".format(result.images, DELTA_MIOU_MIN_IMAGES))
+        notes.append("|delta mIoU| not judged on {} labelled image(s) (needs {})".format(result.images, DELTA_MIOU_MIN_IMAGES))
     elif judged and abs(result.delta_miou) > budget.max_delta_miou:
         failures.append("|delta mIoU| {:.2f} pt > {:.2f} pt".format(100 * abs(result.delta_miou), 100 * budget.max_delta_miou))
-    return failures
+    return failures, notes
 
 
 def compare(reference, candidate, dataset, size=None, limit=None, boundary_px=3, budget=None, progress=True):
@@ -180,7 +181,7 @@ def compare(reference, candidate, dataset, size=None, limit=None, boundary_px=3,
             name: (None if math.isnan(r) or math.isnan(c) else float(c - r))
             for name, r, c in zip(dataset.class_names, ref_iou, cand_iou)
         }
-    result.failures = check_budget(result, budget)
+    result.failures, result.notes = check_budget(result, budget)
     return result
 
 

@@ -20,6 +20,7 @@ implement ``infer`` and get the phases from it (on a GPU provider their ``execut
 """
 import contextlib
 import copy
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
@@ -208,7 +209,7 @@ class TorchRunner(DeviceRunner):
 
     def close(self):
         if self.active:
-            self.model = self.graph = self.staged = self.outputs = None
+            self.model = self.graph = None
             self.static_input = self.static_output = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -348,8 +349,9 @@ class OrtRunner(OnnxFileRunner):
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # sanet precision -> OpenVINO INFERENCE_PRECISION_HINT
 
 
+@functools.lru_cache(maxsize=None)
 def openvino_bf16():
-    """Whether this CPU runs bf16 natively (AVX-512 BF16 or AMX), as OpenVINO reports it."""
+    """Whether this CPU runs bf16 natively (AVX-512 BF16 or AMX), as OpenVINO reports it (asked once per process)."""
     ov = require("openvino", "pip install 'sanet[openvino]'")
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
