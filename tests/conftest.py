@@ -1,5 +1,6 @@
 """Shared fixtures: paths to ../shared, optional backends, and session-scoped trained artefacts."""
 import pathlib
+import types
 
 import pytest
 
@@ -26,6 +27,21 @@ def real_data():
 @pytest.fixture(scope="session")
 def ort():
     return pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'sanet[onnx]'")
+
+
+@pytest.fixture
+def sanet_cli(capsys):
+    """``python -m sanet.cli ARGV`` in-process (the same exit codes and messages, without a new interpreter per call;
+    an exception that escapes the CLI fails the test) -> namespace(returncode, stdout, stderr)."""
+    from sanet.cli import main
+
+    def run(*argv):
+        capsys.readouterr()  # what came before is not this command's output
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
 
 
 def small_train_config(data, out, **overrides):

@@ -17,6 +17,7 @@ from sanet import bench, benchreport, checkpoints
 from sanet.checkpoints import load_model
 from sanet.errors import SanetError
 from sanet.export import ExportConfig, export_onnx
+from sanet.model import build_model
 from sanet.parity import BUDGETS, DELTA_MIOU_MIN_IMAGES
 
 QUICK = ["--res", "64", "128", "--res", "96", "192", "--iterations", "4", "--rounds", "2", "--warmup-seconds", "0.1",
@@ -234,8 +235,8 @@ def test_missing_onnxruntime_is_skipped_with_install_hint(tmp_path):
     assert "onnxruntime is not installed (pip install 'sanet[onnx]')" in result.stdout
 
 
-def test_wrong_backend_row_fails_and_strict_exits_nonzero(trained, tmp_path):
-    _, _, best = trained
+def test_wrong_backend_row_fails_and_strict_exits_nonzero(shipped, tmp_path):
+    best = shipped
     model = load_model(best)
     wrong = copy.deepcopy(model)
     with torch.no_grad():
@@ -311,8 +312,9 @@ def test_reference_maps_are_filled_before_candidates_and_closed(synth_small):
     assert logits is None and not reference.runner.active and class_map.shape == (1, 64, 128)
 
 
-def test_default_model_is_the_shipped_checkpoint_when_present(trained, monkeypatch):
-    _, _, best = trained
+def test_default_model_is_the_shipped_checkpoint_when_present(tmp_path, monkeypatch):
+    best = tmp_path / "other.safetensors"  # not the real shipped weights, so loading them is visible
+    checkpoints.save_checkpoint(best, build_model("sanet", 19, aux_head=False))
     notes = []
     monkeypatch.setattr(checkpoints, "SHIPPED_CHECKPOINT", str(best.parent / "absent.safetensors"))
     model, name = bench.resolve_model(None, report=notes.append)

@@ -1,7 +1,5 @@
 """Checkpoint formats: round trips, reference-repo files, and errors users can cause."""
 import pathlib
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -94,19 +92,19 @@ def test_pickled_objects_are_refused(tmp_path):
         read_checkpoint(tmp_path / "evil.pt")
 
 
-def test_cli_prints_one_line_errors(tmp_path):
+def test_cli_prints_one_line_errors(tmp_path, sanet_cli):
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(b"not a checkpoint at all")
     for argv in ([str(bad)], [str(tmp_path / "missing.pt")]):
-        result = subprocess.run([sys.executable, "-m", "sanet.cli", "info", *argv], capture_output=True, text=True)
+        result = sanet_cli("info", *argv)
         assert result.returncode == 1
         assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
         assert "Traceback" not in result.stderr
 
 
-def test_info_table_from_checkpoint(tmp_path):
+def test_info_table_from_checkpoint(tmp_path, sanet_cli):
     path = tmp_path / "m.safetensors"
     save_checkpoint(path, build_model("sanet", 19, aux_head=False))
-    result = subprocess.run([sys.executable, "-m", "sanet.cli", "info", str(path)], capture_output=True, text=True)
+    result = sanet_cli("info", str(path))
     assert result.returncode == 0, result.stderr
     assert "12.57" in result.stdout and "77.3" in result.stdout and "309.3" in result.stdout

@@ -648,7 +648,7 @@ def test_cli_bench_and_infer_with_engines(trt_sim, sim_cli_exports, synth_small,
     _, out = sim_cli_exports
     plan = out / "exports" / "sanet_64x128_b1_fp32.plan"
     code = main(["bench", "--res", *map(str, SIM_SIZE), "--backends", "onnxruntime", "--precisions", "fp32",
-                 "--engine", str(plan), "--data", str(synth_small), "--warmup", "1", "--iterations", "2", "--seconds", "1",
+                 "--engine", str(plan), "--data", str(synth_small), "--warmup-seconds", "0.1", "--iterations", "2",
                  "--parity-images", "1", "-o", str(tmp_path / "bench")])
     printed = capsys.readouterr().out
     assert code == 0 and "tensorrt" in printed

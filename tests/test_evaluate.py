@@ -1,7 +1,5 @@
 """sanet-eval end to end on generated scenes, including submission files and one-line errors."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,10 +12,6 @@ from sanet.runners import TorchRunner
 from sanet.synth import SynthConfig, generate_dataset
 
 
-def sanet_cli(*argv):
-    return subprocess.run([sys.executable, "-m", "sanet.cli", *argv], capture_output=True, text=True)
-
-
 @pytest.fixture(scope="module")
 def small_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("evalset")
@@ -27,7 +21,7 @@ def small_setup(tmp_path_factory):
     return root, ckpt
 
 
-def test_eval_writes_json_and_submission(small_setup, tmp_path):
+def test_eval_writes_json_and_submission(small_setup, tmp_path, sanet_cli):
     root, ckpt = small_setup
     out = tmp_path / "r.json"
     result = sanet_cli("eval", str(ckpt), "--data", str(root), "--json", str(out), "--submit", str(tmp_path / "sub"),
@@ -67,14 +61,14 @@ def test_eval_counts_labelled_and_skipped_frames(tmp_path):
     (["--data", "{root}", "--split", "test"], "Cityscapes split not found"),
     (["--data", "{root}", "--dataset", "camvid"], "CamVid split not found"),
 ])
-def test_eval_bad_input_is_one_line(small_setup, argv, message):
+def test_eval_bad_input_is_one_line(small_setup, argv, message, sanet_cli):
     root, ckpt = small_setup
     result = sanet_cli("eval", str(ckpt), *[a.format(root=root) for a in argv])
     assert result.returncode == 1 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
-def test_eval_unknown_flag_exits_nonzero(small_setup):
+def test_eval_unknown_flag_exits_nonzero(small_setup, sanet_cli):
     root, ckpt = small_setup
     result = sanet_cli("eval", str(ckpt), "--data", str(root), "--bogus")
     assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
