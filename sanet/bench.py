@@ -236,8 +236,10 @@ def plan_rows(model, config, dataset, reference, skipped, extra_onnx, extra_engi
     # Calibrated once, at the smallest resolution; the larger ones reuse its ranges (their parity rows check them).
     smallest = min(config.resolutions, key=lambda size: size[0] * size[1])
     calib = CalibSettings(root=config.calib, count=config.calib_count, quiet=True, resolution=smallest) if config.calib else None
+    # verify=False: each FP32 export is checked by this run's parity rows (the same file against PyTorch FP32 on real
+    # frames), so running it once more at export would only add a PyTorch and an ONNX Runtime inference per size.
     pipeline = Pipeline(model, out_dir=os.path.join(config.out, "artifacts"), calib_config=calib, report=report, reuse=True,
-                        tag=weights_digest(model)[:12])
+                        tag=weights_digest(model)[:12], verify=False)
     extras = [lambda p=p: OrtRunner(p) for p in extra_onnx] + [lambda p=p: TrtRunner(p, config.cuda_graphs) for p in extra_engines]
     plan = []
     for resolution in config.resolutions:
@@ -265,6 +267,7 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
 
     os.makedirs(config.out, exist_ok=True)
     reference, skipped, plan, power, broken = MemoRunner(TorchRunner(model, "cpu", "fp32")), [], [], PowerSampler, set()
+    kept = activated_at = None  # the row left activated where a round turns, and when it was activated
     try:
         plan = plan_rows(model, config, dataset, reference, skipped, extra_onnx, extra_engines, report)
         samples, watts = [[[] for _ in range(config.rounds)] for _ in plan], [[] for _ in plan]
@@ -276,18 +279,28 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
             report("[{}/{}] round {}/{}: {} at {} ...".format(step, len(order), round_index + 1, config.rounds, row.runner,
                                                               row.resolution))
             frame = np.random.default_rng(0).integers(0, 256, size=(1,) + tuple(resolution) + (3,), dtype=np.uint8)
+            # Where a round turns (odd rounds run backwards), the same row is visited twice in a row: it stays
+            # activated and counts as warm since its activation, instead of being closed, reopened and warmed again.
+            stays = step < len(order) and order[step][1] == index
             try:
-                with runner:
-                    warm_since = time.perf_counter() if round_index == 0 else None
-                    if round_index == 0:  # first, so its inferences count toward the warm-up
-                        check_parity(row, runner, reference, dataset, resolution, config)
-                    got, row.copies_in_compute, summary = time_visit(runner, frame, config, power() if power else None,
-                                                                     warm_since)
+                if not runner.active:
+                    runner.activate()
+                    activated_at = time.perf_counter()
+                warm_since = activated_at if round_index == 0 or kept == index else None
+                if round_index == 0:  # first, so its inferences count toward the warm-up
+                    check_parity(row, runner, reference, dataset, resolution, config)
+                got, row.copies_in_compute, summary = time_visit(runner, frame, config, power() if power else None,
+                                                                 warm_since)
             except Exception as exc:  # recorded on the row, so one broken backend does not hide the others
                 row.verdict, row.failures = "FAIL", ["{}: {}".format(type(exc).__name__, (str(exc).splitlines() or [""])[0][:200])]
                 report("    FAIL: " + row.failures[0])
                 broken.add(index)
+                runner.close()
                 continue
+            finally:
+                kept = index if stays and runner.active else None
+            if not stays:
+                runner.close()
             samples[index][round_index] = got
             if summary is not None and not summary.available:
                 power = _skip(skipped, "power: " + summary.note)  # no source on this host: stop asking
@@ -298,6 +311,9 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
                 np.mean([s[2] for s in got]), np.mean([s[0] for s in got]), len(got), row.verdict))
     except KeyboardInterrupt:
         skipped.append("interrupted (Ctrl-C): the rows measured so far are reported")
+    finally:
+        for _, runner, _ in plan:  # a row kept activated across a round's turn, when Ctrl-C came
+            runner.close()
     rows = []
     for (_, _, row), chunks, power_w in zip(plan, samples if plan else [], watts if plan else []):
         if any(chunks):

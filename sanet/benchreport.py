@@ -6,7 +6,7 @@ atomically.
 Timing protocol (:data:`PROTOCOL`, also in ``bench.json``): batch 1; compute is device execution only with input and
 output resident on the device (CUDA events on a GPU, wall clock on a CPU; runners without device staging include both
 copies and say so); end-to-end is wall clock from a uint8 HWC frame on the host to its uint8 class map on the host,
-timed in the same iterations as compute; every visit warms up first; rows are visited in interleaved rounds (odd rounds
+timed in the same iterations as compute; every activation warms up first; rows are visited in interleaved rounds (odd rounds
 reversed) so drift hits every row alike; statistics are mean, p50, p90, p99 and CV = sample std / mean, and a CV above
 :data:`UNSTABLE_CV` marks the row unstable; power is sampled in its own thread, never inside a timed call.
 """
@@ -27,7 +27,8 @@ PROTOCOL = {
     "end_to_end": "wall clock from a uint8 HWC frame on the host to its uint8 class map on the host (preprocess, H2D, "
                   "compute, argmax, D2H), in the same iterations as compute, so it is never faster than compute",
     "warmup": "full iterations for warmup_seconds (at least one) at every visit, after the runner is activated; in the "
-              "first round the parity check runs first and its inferences count toward the warm-up",
+              "first round the parity check runs first and its inferences count toward the warm-up; the row visited "
+              "twice in a row where a round turns stays activated, warm from its first visit",
     "iterations": "at least `iterations` timed iterations and `seconds` seconds per row, split evenly over the rounds; "
                   "CPU rows stop after `cpu_max_seconds` (at least one iteration per visit) and are marked capped",
     "rounds": "each round visits every row once (odd rounds in reverse order) so drift hits every row alike",

@@ -15,7 +15,9 @@ Interface::
                         engine_config=EngineConfig(),  # template: workspace/timing cache/DLA/route; precision per call
                         report=print,                # progress lines (default: silent)
                         reuse=False,                 # True: keep artifacts already on disk when they verify
-                        tag=None)                    # appended to every file stem, e.g. weights_digest(model)[:12]
+                        tag=None,                    # appended to every file stem, e.g. weights_digest(model)[:12]
+                        verify=True)                 # False: FP32 ONNX not run at export (the bench: its parity rows
+                                                     # run the same files against PyTorch on real frames)
 
     pipeline.onnx((H, W))                 -> path of the verified FP32 ONNX (exported on first call)
     pipeline.manifest((H, W))             -> calibration manifest dict (crops planned once, written to {stem}.calib.json)
@@ -127,8 +129,8 @@ def _silent(_message):
 class Pipeline:
     def __init__(self, model, source_sha256=None, out_dir="exports", export_config: Optional[ExportConfig] = None,
                  calib_config: Optional[CalibSettings] = None, engine_config=None, report: Optional[Callable] = None,
-                 reuse=False, tag=None):
-        self.model, self.source_sha256, self.out_dir = model, source_sha256, os.fspath(out_dir)
+                 reuse=False, tag=None, verify=True):
+        self.model, self.source_sha256, self.out_dir, self.verify = model, source_sha256, os.fspath(out_dir), verify
         self.export_config = export_config or ExportConfig()
         self.calib_config, self.engine_config = calib_config, engine_config
         self.report, self.reuse, self.tag = report or _silent, reuse, tag
@@ -177,8 +179,8 @@ class Pipeline:
             self.notes[path] = "reused (metadata matches)"
             return path
         self.report("exporting {} ...".format(path))
-        max_diff = export_onnx(self.model, path, config, self._source())
-        self.notes[path] = "max |diff| {:.2e}".format(max_diff)
+        max_diff = export_onnx(self.model, path, config, self._source(), verify=self.verify)
+        self.notes[path] = "max |diff| {:.2e}".format(max_diff) if self.verify else "not run at export (verify=False)"
         return path
 
     def _source(self):

@@ -118,6 +118,35 @@ def test_cpu_rows_stop_at_their_time_cap_and_say_so(exported):
     assert benchreport.table_rows([row])[0][2] == "2 (cap)"
 
 
+def test_the_row_where_a_round_turns_stays_activated_and_warm(exported, synth_small, tmp_path, monkeypatch):
+    """Rounds: [pytorch, onnxruntime] then [onnxruntime, pytorch]: ONNX Runtime is visited twice in a row, so it is
+    activated once and its second visit needs no warm-up; PyTorch is activated (and warmed) once per visit."""
+    from sanet.data import open_dataset
+    from sanet.runners import OrtRunner, TorchRunner
+
+    model, _ = exported
+    activations, executions = [], []
+    for cls in (OrtRunner, TorchRunner):
+        def activate(self, original=cls.activate):
+            activations.append(type(self).__name__) if not self.active else None
+            return original(self)
+
+        def execute(self, original=cls.execute):
+            executions.append(type(self).__name__)
+            return original(self)
+
+        monkeypatch.setattr(cls, "activate", activate)
+        monkeypatch.setattr(cls, "execute", execute)
+    config = bench.BenchConfig(resolutions=[(64, 128)], backends=("pytorch", "onnxruntime"), precisions=("fp32",),
+                               warmup_seconds=0.0, iterations=2, rounds=2, parity_images=1, out=str(tmp_path))
+    rows, _ = bench.run_bench(model, config, open_dataset(str(synth_small), "cityscapes", "val"), report=lambda _: None)
+    assert [r.runner for r in rows] == ["pytorch-cpu-fp32", "onnxruntime-cpu-fp32"] and all(r.iterations == 2 for r in rows)
+    # PyTorch: the reference maps, then one activation per visit; ONNX Runtime: once for both of its visits
+    assert activations.count("TorchRunner") == 3 and activations.count("OrtRunner") == 1
+    # one timed iteration per visit; a re-activated runner warms up for at least one iteration, a kept one does not
+    assert executions.count("OrtRunner") == 2 and executions.count("TorchRunner") >= 3
+
+
 def test_compare_marks_rows_that_moved(default_run, tmp_path):
     out, _, data = default_run
     before = benchreport.read_runs(str(out / "bench.json"))

@@ -14,6 +14,7 @@ import torch
 from sanet import cli
 from sanet.checkpoints import save_checkpoint
 from sanet.errors import SanetError
+from sanet.export import ExportConfig
 from sanet.model import build_model
 from sanet.pipeline import ARTIFACTS, Pipeline, weights_digest
 from sanet.runners import OrtRunner, TorchRunner
@@ -288,6 +289,12 @@ def test_pipeline_names_builds_reuses_and_opens_artifacts(pipeline_dir):
     assert Pipeline(model, None, pipeline_dir).path("engine", (64, 128), "fp16").endswith("sanet_tiny_64x128_b1_fp16.plan")
     with pytest.raises(SanetError, match="needs calibration images"):
         pipeline.qdq((64, 128))
+    picky = ExportConfig(tolerance=-1.0)  # any ONNX Runtime vs PyTorch difference fails the export-time check
+    with pytest.raises(SanetError, match="export discarded"):
+        Pipeline(model, None, pipeline_dir / "checked", picky).onnx((64, 128))
+    unchecked = Pipeline(model, None, pipeline_dir / "unchecked", picky, verify=False)  # the bench: parity rows check
+    path = unchecked.onnx((64, 128))
+    assert os.path.isfile(path) and unchecked.notes[path].startswith("not run at export")
 
 
 @pytest.fixture(scope="module")
