@@ -6,9 +6,10 @@ atomically.
 Timing protocol (:data:`PROTOCOL`, also in ``bench.json``): batch 1; compute is device execution only with input and
 output resident on the device (CUDA events on a GPU, wall clock on a CPU; runners without device staging include both
 copies and say so); end-to-end is wall clock from a uint8 HWC frame on the host to its uint8 class map on the host,
-timed in the same iterations as compute; every activation warms up first; rows are visited in interleaved rounds (odd rounds
-reversed) so drift hits every row alike; statistics are mean, p50, p90, p99 and CV = sample std / mean, and a CV above
-:data:`UNSTABLE_CV` marks the row unstable; power is sampled in its own thread, never inside a timed call.
+timed in the same iterations as compute; every activation warms up first; rows are visited in interleaved rounds (odd
+rounds reversed) so drift hits every row alike; statistics are mean, p50, p90, p99 and CV = sample std / mean, FPS = 1000 /
+p50, and a CV above :data:`UNSTABLE_CV` marks the row unstable; power is sampled in its own thread, never inside a
+timed call.
 """
 import os
 import platform
@@ -30,10 +31,12 @@ PROTOCOL = {
               "first round the parity check runs first and its inferences count toward the warm-up; the row visited "
               "twice in a row where a round turns stays activated, warm from its first visit",
     "iterations": "at least `iterations` timed iterations and `seconds` seconds per row, split evenly over the rounds; "
-                  "CPU rows stop after `cpu_max_seconds` (at least one iteration per visit) and are marked capped",
+                  "CPU rows stop after `cpu_max_seconds` (at least one iteration per visit, and at least `min_samples` "
+                  "per row) and are marked capped",
     "rounds": "each round visits every row once (odd rounds in reverse order) so drift hits every row alike",
     "statistics": "mean, p50, p90, p99 (linear interpolation) and CV = sample std / mean over all timed iterations; "
-                  "CV > 10 % marks the row unstable",
+                  "CV > 10 % marks the row unstable; FPS = 1000 / p50 (compute and end-to-end alike), so one burst of a "
+                  "shared host among three samples does not move it",
     "power": "sampled in its own thread while a row is timed, never inside a timed call",
 }
 
@@ -51,13 +54,14 @@ class Row:
     p90_ms: float = NAN
     p99_ms: float = NAN
     cv: float = NAN
-    fps: float = NAN  # ... and 1000 / mean
+    fps: float = NAN  # ... and 1000 / p50 (the median)
     unstable: bool = False
     capped: bool = False  # a CPU row stopped by cpu_max_seconds before `iterations`: few samples, p99 is rough
     copies_in_compute: bool = False
     h2d_ms: float = NAN
     d2h_ms: float = NAN
     e2e_mean_ms: float = NAN
+    e2e_p50_ms: float = NAN
     e2e_p99_ms: float = NAN
     e2e_cv: float = NAN
     e2e_fps: float = NAN
@@ -166,7 +170,7 @@ def _fmt(value, pattern="{:.1f}", scale=1.0):
     return "-" if value is None or value != value else pattern.format(value * scale)
 
 
-TABLE_HEADERS = ["input", "runner", "n", "mean ms", "p50 ms", "p99 ms", "CV %", "FPS", "H2D ms", "D2H ms", "e2e ms", "e2e FPS",
+TABLE_HEADERS = ["input", "runner", "n", "mean ms", "p50 ms", "p99 ms", "CV %", "FPS", "H2D ms", "D2H ms", "e2e p50 ms", "e2e FPS",
                  "mIoU %", "agree mIoU %", "pixel agree %", "FPS/W", "parity"]
 
 
@@ -174,14 +178,14 @@ def table_rows(rows):
     return [[r.resolution, r.runner + (" (copies in compute)" if r.copies_in_compute else ""),
              "{}{}".format(r.iterations, " (cap)" if r.capped else ""), _fmt(r.mean_ms),
              _fmt(r.p50_ms), _fmt(r.p99_ms), _fmt(r.cv, scale=100) + (" unstable" if r.unstable else ""), _fmt(r.fps, "{:.2f}"),
-             _fmt(r.h2d_ms, "{:.2f}"), _fmt(r.d2h_ms, "{:.2f}"), _fmt(r.e2e_mean_ms), _fmt(r.e2e_fps, "{:.2f}"),
+             _fmt(r.h2d_ms, "{:.2f}"), _fmt(r.d2h_ms, "{:.2f}"), _fmt(r.e2e_p50_ms), _fmt(r.e2e_fps, "{:.2f}"),
              _fmt(r.miou, "{:.2f}", 100), _fmt(r.agreement_miou, "{:.2f}", 100), _fmt(r.pixel_agreement, "{:.3f}", 100),
              _fmt(r.fps_per_watt, "{:.2f}"), r.verdict] for r in rows]
 
 
 def markdown_table(rows, facts, settings):
     head = ("Host: {}; torch {}, onnxruntime {}, TensorRT {}. Model: {}. {}. Batch 1, {} interleaved round(s); FPS = 1000 / "
-            "mean compute ms; e2e = uint8 frame in, uint8 class map out; CV > {:.0f} % is marked unstable.\n\n").format(
+            "median compute ms; e2e = uint8 frame in, uint8 class map out; CV > {:.0f} % is marked unstable.\n\n").format(
         host_label(facts), facts.get("torch"), facts.get("onnxruntime"), facts.get("tensorrt"), settings.get("checkpoint"),
         settings.get("date"), settings.get("rounds"), 100 * UNSTABLE_CV)
     notes = sorted({note for row in rows for note in row.parity_notes})
