@@ -55,8 +55,11 @@ def latency_stats(latencies_ms):
 
 
 def visit_order(rows, rounds):
-    """(round, row index) pairs: every round visits every row once, odd rounds in reverse order."""
-    return [(r, i) for r in range(rounds) for i in (range(rows) if r % 2 == 0 else reversed(range(rows)))]
+    """(round, row index) pairs: every round visits every row once, in the same order, so a row's visits are a whole
+    round apart. (Odd rounds in reverse order would even out a linear drift, but put the row where a round turns
+    twice in a row: its samples then fell into one slow spell of a shared host, and that row moved by 20, 22 and 33 %
+    in three of five pairs of consecutive default runs. Rows compared with each other sit next to each other.)"""
+    return [(r, i) for r in range(rounds) for i in range(rows)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,7 +283,6 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
 
     os.makedirs(config.out, exist_ok=True)
     reference, skipped, plan, power, broken = MemoRunner(TorchRunner(model, "cpu", "fp32")), [], [], PowerSampler, set()
-    kept = activated_at = None  # the row left activated where a round turns, and when it was activated
     try:
         plan = plan_rows(model, config, dataset, reference, skipped, extra_onnx, extra_engines, report)
         samples, watts = [[[] for _ in range(config.rounds)] for _ in plan], [[] for _ in plan]
@@ -292,29 +294,19 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
             report("[{}/{}] round {}/{}: {} at {} ...".format(step, len(order), round_index + 1, config.rounds, row.runner,
                                                               row.resolution))
             frame = np.random.default_rng(0).integers(0, 256, size=(1,) + tuple(resolution) + (3,), dtype=np.uint8)
-            # Where a round turns (odd rounds run backwards), the same row is visited twice in a row: it stays
-            # activated and counts as warm since its activation, instead of being closed, reopened and warmed again.
-            stays = step < len(order) and order[step][1] == index
+            floor = visit_floor(config, round_index, sum(len(chunk) for chunk in samples[index]))
             try:
-                if not runner.active:
-                    runner.activate()
-                    activated_at = time.perf_counter()
-                warm_since = activated_at if round_index == 0 or kept == index else None
-                if round_index == 0:  # first, so its inferences count toward the warm-up
-                    check_parity(row, runner, reference, dataset, resolution, config)
-                floor = visit_floor(config, round_index, sum(len(chunk) for chunk in samples[index]))
-                got, row.copies_in_compute, summary = time_visit(runner, frame, config, power() if power else None,
-                                                                 warm_since, floor)
+                with runner:
+                    warm_since = time.perf_counter() if round_index == 0 else None
+                    if round_index == 0:  # first, so its inferences count toward the warm-up
+                        check_parity(row, runner, reference, dataset, resolution, config)
+                    got, row.copies_in_compute, summary = time_visit(runner, frame, config, power() if power else None,
+                                                                     warm_since, floor)
             except Exception as exc:  # recorded on the row, so one broken backend does not hide the others
                 row.verdict, row.failures = "FAIL", ["{}: {}".format(type(exc).__name__, (str(exc).splitlines() or [""])[0][:200])]
                 report("    FAIL: " + row.failures[0])
                 broken.add(index)
-                runner.close()
                 continue
-            finally:
-                kept = index if stays and runner.active else None
-            if not stays:
-                runner.close()
             samples[index][round_index] = got
             if summary is not None and not summary.available:
                 power = _skip(skipped, "power: " + summary.note)  # no source on this host: stop asking
@@ -325,9 +317,6 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
                 np.mean([s[2] for s in got]), np.mean([s[0] for s in got]), len(got), row.verdict))
     except KeyboardInterrupt:
         skipped.append("interrupted (Ctrl-C): the rows measured so far are reported")
-    finally:
-        for _, runner, _ in plan:  # a row kept activated across a round's turn, when Ctrl-C came
-            runner.close()
     rows = []
     for (_, _, row), chunks, power_w in zip(plan, samples if plan else [], watts if plan else []):
         if any(chunks):

@@ -6,8 +6,8 @@ atomically.
 Timing protocol (:data:`PROTOCOL`, also in ``bench.json``): batch 1; compute is device execution only with input and
 output resident on the device (CUDA events on a GPU, wall clock on a CPU; runners without device staging include both
 copies and say so); end-to-end is wall clock from a uint8 HWC frame on the host to its uint8 class map on the host,
-timed in the same iterations as compute; every activation warms up first; rows are visited in interleaved rounds (odd
-rounds reversed) so drift hits every row alike; statistics are mean, p50, p90, p99 and CV = sample std / mean, FPS = 1000 /
+timed in the same iterations as compute; every activation warms up first; rows are visited in interleaved rounds (the same
+order each round) so drift hits every row alike; statistics are mean, p50, p90, p99 and CV = sample std / mean, FPS = 1000 /
 p50, and a CV above :data:`UNSTABLE_CV` marks the row unstable; power is sampled in its own thread, never inside a
 timed call.
 """
@@ -28,12 +28,12 @@ PROTOCOL = {
     "end_to_end": "wall clock from a uint8 HWC frame on the host to its uint8 class map on the host (preprocess, H2D, "
                   "compute, argmax, D2H), in the same iterations as compute, so it is never faster than compute",
     "warmup": "full iterations for warmup_seconds (at least one) at every visit, after the runner is activated; in the "
-              "first round the parity check runs first and its inferences count toward the warm-up; the row visited "
-              "twice in a row where a round turns stays activated, warm from its first visit",
+              "first round the parity check runs first and its inferences count toward the warm-up",
     "iterations": "at least `iterations` timed iterations and `seconds` seconds per row, split evenly over the rounds; "
                   "CPU rows stop after `cpu_max_seconds` (at least one iteration per visit, and at least `min_samples` "
                   "per row) and are marked capped",
-    "rounds": "each round visits every row once (odd rounds in reverse order) so drift hits every row alike",
+    "rounds": "each round visits every row once, in the same order, so every row's visits are a whole round apart "
+              "and a slow spell of a shared host hits every row alike",
     "statistics": "mean, p50, p90, p99 (linear interpolation) and CV = sample std / mean over all timed iterations; "
                   "CV > 10 % marks the row unstable; FPS = 1000 / p50 (compute and end-to-end alike), so one burst of a "
                   "shared host among three samples does not move it",

@@ -70,7 +70,7 @@ def test_visit_order_interleaves_rounds():
     for round_index in range(3):
         visited = [row for r, row in order if r == round_index]
         assert sorted(visited) == [0, 1, 2, 3]  # every row once per round
-    assert [row for r, row in order if r == 1] == [3, 2, 1, 0]  # odd rounds run backwards
+    assert [row for r, row in order if r == 1] == [0, 1, 2, 3]  # the same order: a row's visits are a round apart
     assert [r for r, _ in order] == sorted(r for r, _ in order)  # a round ends before the next begins
 
 
@@ -126,17 +126,19 @@ def test_cpu_rows_stop_at_their_time_cap_and_say_so(exported):
     assert benchreport.table_rows([row])[0][2] == "2 (cap)"
 
 
-def test_the_row_where_a_round_turns_stays_activated_and_warm(exported, synth_small, tmp_path, monkeypatch):
-    """Rounds: [pytorch, onnxruntime] then [onnxruntime, pytorch]: ONNX Runtime is visited twice in a row, so it is
-    activated once and its second visit needs no warm-up; PyTorch is activated (and warmed) once per visit."""
+def test_every_visit_activates_once_and_a_new_activation_warms_up(exported, synth_small, tmp_path, monkeypatch):
+    """Two rows, two rounds: each visit activates its runner (one activated runner at a time) and closes it; the
+    first visit's parity inference is its warm-up, the second visit warms up for at least one iteration."""
     from sanet.data import open_dataset
     from sanet.runners import OrtRunner, TorchRunner
 
     model, _ = exported
-    activations, executions = [], []
+    activations, executions, runners = [], [], []
     for cls in (OrtRunner, TorchRunner):
         def activate(self, original=cls.activate):
-            activations.append(type(self).__name__) if not self.active else None
+            activations.append(type(self).__name__)
+            runners.append(self)
+            assert sum(r.active for r in set(runners)) == 0, "another runner is still activated"
             return original(self)
 
         def execute(self, original=cls.execute):
@@ -149,10 +151,10 @@ def test_the_row_where_a_round_turns_stays_activated_and_warm(exported, synth_sm
                                warmup_seconds=0.0, iterations=2, rounds=2, parity_images=1, out=str(tmp_path))
     rows, _ = bench.run_bench(model, config, open_dataset(str(synth_small), "cityscapes", "val"), report=lambda _: None)
     assert [r.runner for r in rows] == ["pytorch-cpu-fp32", "onnxruntime-cpu-fp32"] and all(r.iterations == 2 for r in rows)
-    # PyTorch: the reference maps, then one activation per visit; ONNX Runtime: once for both of its visits
-    assert activations.count("TorchRunner") == 3 and activations.count("OrtRunner") == 1
-    # one timed iteration per visit; a re-activated runner warms up for at least one iteration, a kept one does not
-    assert executions.count("OrtRunner") == 2 and executions.count("TorchRunner") >= 3
+    assert activations.count("TorchRunner") == 3 and activations.count("OrtRunner") == 2  # PyTorch: + the reference maps
+    assert not any(r.active for r in runners)
+    # ONNX Runtime: 1 timed (parity was the warm-up), then 1 warm-up + 1 timed after its second activation
+    assert executions.count("OrtRunner") == 3
 
 
 def test_compare_marks_rows_that_moved(default_run, tmp_path):
