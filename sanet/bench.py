@@ -162,9 +162,17 @@ def fill_reference(reference, dataset, size, limit):
 
 
 def check_parity(row, runner, reference, dataset, resolution, config):
+    """Compare ``runner`` (activated) with ``reference`` (a parity.MemoRunner) and fill ``row``'s parity fields. The
+    PyTorch CPU FP32 row runs the reference's own runner: its parity inference makes the reference maps (once, not
+    again before the rounds) and it is compared with them, so it agrees by construction."""
     from .parity import compare
 
-    result = compare(reference, runner, dataset, size=resolution, limit=config.parity_images, progress=False)
+    candidate = reference if runner is reference.runner else runner
+    try:
+        result = compare(reference, candidate, dataset, size=resolution, limit=config.parity_images, progress=False)
+    finally:
+        if candidate is runner:
+            reference.runner.close()  # activated on demand only where the row that makes the maps failed
     row.miou, row.agreement_miou, row.pixel_agreement = result.miou_candidate, result.agreement_miou, result.pixel_agreement
     row.delta_miou, row.failures, row.verdict = result.delta_miou, result.failures, "PASS" if result.passed else "FAIL"
     row.parity_notes = result.notes
@@ -247,7 +255,7 @@ def plan_rows(model, config, dataset, reference, skipped, extra_onnx, extra_engi
     the timed rounds do nothing else; runners are constructed here and activated only when visited."""
     from .engines import TrtRunner
     from .pipeline import CalibSettings, Pipeline, weights_digest
-    from .runners import OrtRunner
+    from .runners import OrtRunner, TorchRunner
 
     # Calibrated once, at the smallest resolution; the larger ones reuse its ranges (their parity rows check them).
     smallest = min(config.resolutions, key=lambda size: size[0] * size[1])
@@ -259,18 +267,21 @@ def plan_rows(model, config, dataset, reference, skipped, extra_onnx, extra_engi
     extras = [lambda p=p: OrtRunner(p) for p in extra_onnx] + [lambda p=p: TrtRunner(p, config.cuda_graphs) for p in extra_engines]
     plan = []
     for resolution in config.resolutions:
-        name = "{}x{}".format(*resolution)
-        report("preparing {}: PyTorch FP32 reference maps of {} parity image(s) ...".format(name, config.parity_images))
-        fill_reference(reference, dataset, resolution, config.parity_images)
+        name, first = "{}x{}".format(*resolution), len(plan)
         for factory in candidates(pipeline, resolution, config, skipped) + extras:
             try:
                 runner = factory()
             except SanetError as exc:
                 _skip(skipped, "{}: {}".format(name, exc))
                 continue
+            if type(runner) is TorchRunner and (runner.info.device, runner.info.precision) == ("cpu", "fp32"):
+                runner = reference.runner  # the PyTorch CPU FP32 row is the reference itself (see check_parity)
             if runner.info.input_size is None or tuple(runner.info.input_size) == tuple(resolution):
                 info = runner.info  # a fixed-size ONNX/engine only runs at the resolution it was built for
                 plan.append((resolution, runner, Row(name, info.label, info.backend, info.device, info.precision)))
+        if first == len(plan) or plan[first][1] is not reference.runner:  # else that row, visited first, makes them
+            report("preparing {}: PyTorch FP32 reference maps of {} parity image(s) ...".format(name, config.parity_images))
+            fill_reference(reference, dataset, resolution, config.parity_images)
     return plan
 
 
