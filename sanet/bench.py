@@ -178,9 +178,10 @@ def check_parity(row, runner, reference, dataset, resolution, config):
     row.parity_notes = result.notes
 
 
-def candidates(pipeline, resolution, config, skipped):
+def candidates(pipeline, resolution, config, skipped, reference):
     """Factories of un-activated runners for every backend and precision this machine has at ``resolution``;
-    the pipeline builds each artifact (ONNX, Q/DQ, engine) when its factory is called."""
+    the pipeline builds each artifact (ONNX, Q/DQ, engine) when its factory is called. The PyTorch CPU FP32 row is
+    ``reference``'s own runner (see check_parity)."""
     import torch
 
     from .pipeline import tensorrt_available
@@ -188,7 +189,7 @@ def candidates(pipeline, resolution, config, skipped):
 
     found, want, cuda = [], set(config.precisions), torch.cuda.is_available()
     if "pytorch" in config.backends:
-        found += [lambda: TorchRunner(pipeline.model, "cpu", "fp32")] if config.cpu_rows else []
+        found += [lambda: reference.runner] if config.cpu_rows else []
         found += [lambda p=p: TorchRunner(pipeline.model, "cuda", p, cuda_graph=config.cuda_graphs)
                   for p in sorted(want & {"fp32", "fp16"}) if cuda]
         _skip(skipped, None if cuda else "pytorch cuda fp32/fp16: no CUDA device (torch.cuda.is_available() is False)")
@@ -251,11 +252,12 @@ def _skip(skipped, message):
 
 
 def plan_rows(model, config, dataset, reference, skipped, extra_onnx, extra_engines, report):
-    """(resolution, runner, Row) for every row, with every export, calibration and reference map made now, so
-    the timed rounds do nothing else; runners are constructed here and activated only when visited."""
+    """(resolution, runner, Row) for every row, with every export, calibration and reference map made now (the
+    PyTorch CPU FP32 row, visited first, makes its resolution's maps), so the timed rounds do nothing else; runners
+    are constructed here and activated only when visited."""
     from .engines import TrtRunner
     from .pipeline import CalibSettings, Pipeline, weights_digest
-    from .runners import OrtRunner, TorchRunner
+    from .runners import OrtRunner
 
     # Calibrated once, at the smallest resolution; the larger ones reuse its ranges (their parity rows check them).
     smallest = min(config.resolutions, key=lambda size: size[0] * size[1])
@@ -268,14 +270,12 @@ def plan_rows(model, config, dataset, reference, skipped, extra_onnx, extra_engi
     plan = []
     for resolution in config.resolutions:
         name, first = "{}x{}".format(*resolution), len(plan)
-        for factory in candidates(pipeline, resolution, config, skipped) + extras:
+        for factory in candidates(pipeline, resolution, config, skipped, reference) + extras:
             try:
                 runner = factory()
             except SanetError as exc:
                 _skip(skipped, "{}: {}".format(name, exc))
                 continue
-            if type(runner) is TorchRunner and (runner.info.device, runner.info.precision) == ("cpu", "fp32"):
-                runner = reference.runner  # the PyTorch CPU FP32 row is the reference itself (see check_parity)
             if runner.info.input_size is None or tuple(runner.info.input_size) == tuple(resolution):
                 info = runner.info  # a fixed-size ONNX/engine only runs at the resolution it was built for
                 plan.append((resolution, runner, Row(name, info.label, info.backend, info.device, info.precision)))

@@ -307,9 +307,7 @@ def test_trained_int8_row_holds_its_budget(shipped, synth_small, tmp_path):
     assert int8["verdict"] == "PASS" and abs(int8["delta_miou"]) <= 0.01
 
 
-def test_bad_input_is_one_line(tmp_path, capsys):
-    from sanet.cli import main  # in-process: an escaped exception would fail the test outright
-
+def test_bad_input_is_one_line(tmp_path, sanet_cli):
     for argv, message in ((["--backends", "cuda-magic"], "invalid choice"),
                           (["--onnx", str(tmp_path / "missing.onnx")], "not found"),
                           (["--engine", str(tmp_path / "missing.plan")], "not found"),
@@ -317,8 +315,8 @@ def test_bad_input_is_one_line(tmp_path, capsys):
                           (["--res", "100", "100"], "multiples of 8"),
                           (["--rounds", "0"], "--rounds must be at least 1"),
                           (["--compare", str(tmp_path / "missing.json")], "cannot read an earlier bench.json")):
-        code = main(["bench", *argv, "-o", str(tmp_path / "o")])
-        assert code in (1, 2) and message in capsys.readouterr().err, argv
+        result = sanet_cli("bench", *argv, "-o", tmp_path / "o")
+        assert result.returncode in (1, 2) and message in result.stderr, argv
 
 
 def test_flags_compose_into_a_config():

@@ -288,18 +288,16 @@ class _OneBatch:
         return None if batch is None else {"images": batch}
 
 
-def test_export_calibrates_once_with_calib_res(synth_small, tmp_path, capsys):
-    from sanet.cli import main  # in-process: an escaped exception would fail the test outright
-
+def test_export_calibrates_once_with_calib_res(synth_small, tmp_path, sanet_cli):
     def export(*argv):
-        return main(["export", "--random-init", "--res", "64", "128", "--res", "96", "192", "--qdq", "--calib",
-                     str(synth_small), "--calib-count", "4", *argv])
+        return sanet_cli("export", "--random-init", "--res", "64", "128", "--res", "96", "192", "--qdq", "--calib",
+                         synth_small, "--calib-count", "4", *argv)
 
     out = tmp_path / "exports"
-    assert export("--calib-res", "64", "128", "-o", str(out)) == 0
-    assert capsys.readouterr().out.count("calibration: 4 crops") == 1  # one set of crops, at 64x128
+    result = export("--calib-res", "64", "128", "-o", out)
+    assert result.returncode == 0 and result.stdout.count("calibration: 4 crops") == 1  # one set of crops, at 64x128
     for size in ("64x128", "96x192"):
         meta = read_metadata(out / "sanet_{}_b1_int8_qdq.onnx".format(size))
         assert meta["sanet.resolution"] == size and meta["sanet.calibration_resolution"] == "64x128"
-    assert export("--calib-res", "100", "100", "-o", str(tmp_path / "bad")) == 1
-    assert "multiples of 8" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    result = export("--calib-res", "100", "100", "-o", tmp_path / "bad")
+    assert result.returncode == 1 and "multiples of 8" in result.stderr and not (tmp_path / "bad").exists()

@@ -153,9 +153,7 @@ def test_interrupted_video_leaves_a_playable_file(exported, val_images, tmp_path
     assert 25 <= written < 300
 
 
-def test_bad_inputs_are_one_line_errors(exported, tmp_path, capsys):
-    from sanet.cli import main  # in-process: an escaped exception would fail the test outright
-
+def test_bad_inputs_are_one_line_errors(exported, tmp_path, sanet_cli):
     _, paths = exported
     corrupt = tmp_path / "broken.png"
     corrupt.write_bytes(b"\x89PNG not really")
@@ -169,8 +167,8 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path, capsys):
                           ([str(tmp_path / "nothing*.png")] + onnx, "input not found"),
                           ([str(good)] + onnx + ["-o", str(blocked / "sub")], "cannot create output directory"),
                           ([str(good), "--onnx", str(tmp_path / "missing.onnx")], "ONNX file not found")):
-        code = main(["infer", *argv, *(["-o", str(tmp_path / "o")] if "-o" not in argv else [])])
-        assert code in (1, 2) and message in capsys.readouterr().err, argv
+        result = sanet_cli("infer", *argv, *(["-o", tmp_path / "o"] if "-o" not in argv else []))
+        assert result.returncode in (1, 2) and message in result.stderr, argv
 
 
 def test_no_model_given_runs_the_shipped_checkpoint(shipped, tmp_path):

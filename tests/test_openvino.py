@@ -68,23 +68,19 @@ def test_bf16_runs_where_the_cpu_has_it_and_is_refused_elsewhere(exported, synth
     assert result.budget == BUDGETS["bf16"] and result.passed, result.failures
 
 
-def test_eval_parity_and_infer_take_openvino(exported, shipped, synth_small, qdq_uint8, tmp_path, capsys):
-    from sanet.cli import main  # in-process: an escaped exception would fail the test outright
-
+def test_eval_parity_and_infer_take_openvino(exported, shipped, synth_small, qdq_uint8, tmp_path, sanet_cli):
     _, paths = exported
     onnx_path = str(paths[(128, 256)])
-    assert main(["eval", "--openvino", onnx_path, "--data", str(synth_small), "--size", "128", "256"]) == 0
-    output = capsys.readouterr().out
-    assert "openvino-cpu-fp32" in output and "mIoU" in output
-    assert main(["parity", shipped, "--openvino", str(qdq_uint8), "--data", str(synth_small)]) == 0
-    assert "PASS" in capsys.readouterr().out
+    result = sanet_cli("eval", "--openvino", onnx_path, "--data", synth_small, "--size", "128", "256")
+    assert result.returncode == 0 and "openvino-cpu-fp32" in result.stdout and "mIoU" in result.stdout
+    result = sanet_cli("parity", shipped, "--openvino", qdq_uint8, "--data", synth_small)
+    assert result.returncode == 0 and "PASS" in result.stdout
     out = tmp_path / "masks"
     images = synth_small / "leftImg8bit" / "val"
-    assert main(["infer", str(images), "--openvino", onnx_path, "--size", "128", "256", "-o", str(out)]) == 0
+    assert sanet_cli("infer", images, "--openvino", onnx_path, "--size", "128", "256", "-o", out).returncode == 0
     assert len(list(out.rglob("*_mask.png"))) == len(list(images.rglob("*.png")))
     for argv, message in ((["--openvino", onnx_path, "--device", "cuda"], "runs on the CPU"),
                           (["--openvino", onnx_path, "--onnx", onnx_path], "not allowed with"),
                           (["--openvino", str(tmp_path / "missing.onnx")], "not found")):
-        capsys.readouterr()
-        assert main(["eval", *argv, "--data", str(synth_small)]) in (1, 2)
-        assert message in capsys.readouterr().err, argv
+        result = sanet_cli("eval", *argv, "--data", synth_small)
+        assert result.returncode in (1, 2) and message in result.stderr, argv
