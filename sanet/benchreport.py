@@ -22,7 +22,8 @@ UNSTABLE_CV = 0.10  # std / mean of a row's compute latencies above which the ro
 PROTOCOL = {
     "batch": 1,
     "compute": "device execution only, input and output resident on the device: CUDA events on a GPU, wall clock on a "
-               "CPU; rows marked copies_in_compute come from runners without device staging and include both copies",
+               "CPU; rows marked copies_in_compute come from runners without device staging (an ONNX Runtime GPU provider "
+               "where torch has no CUDA) and include both copies",
     "h2d": "putting the prepared input on the device (stage); host preprocessing is only in end_to_end",
     "d2h": "argmax on the device for logits models, then copying the uint8 class map (B, H, W) to the host",
     "end_to_end": "wall clock from a uint8 HWC frame on the host to its uint8 class map on the host (preprocess, H2D, "

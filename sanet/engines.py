@@ -412,7 +412,7 @@ def make_calibrator(trt, method, manifest, meta, cache):
 class _TorchMemory:
     """Device buffers as torch CUDA tensors on a private stream (nothing beyond torch needed)."""
 
-    argmax_on_device = True  # class_map() below; the other backends bring logits back for a host argmax
+    argmax_on_device = True  # class_map() below; pycuda buffers bring logits back for a host argmax
 
     def __init__(self):
         import torch

@@ -117,25 +117,17 @@ class EmulatedRunner(OrtRunner):
         self.info.backend, self.info.device = "emulated", "cpu"
         self.info.extra["emulation"] = "onnxruntime-cpu " + ("float16 graph, float32 I/O" if mode == "fp16" else "Q/DQ graph")
 
-    def activate(self):
-        if self.active:
-            return self
-        ort = require("onnxruntime", _ORT_HINT)
+    def open_session(self, ort, options):
         proto = _load(self.path)
         if self.mode == "int8" and not is_qdq(proto):
             raise SanetError("{} has no QuantizeLinear/DequantizeLinear nodes: --emulate int8 needs the Q/DQ file "
                              "from sanet-export --qdq".format(self.path))
         model = fp16_model(proto) if self.mode == "fp16" else proto
-        options = ort.SessionOptions()
-        if self.threads:
-            options.intra_op_num_threads = self.threads
         try:
-            self.session = ort.InferenceSession(model.SerializeToString(), options, providers=self.providers)
+            return ort.InferenceSession(model.SerializeToString(), options, providers=self.providers)
         except Exception as exc:
             raise SanetError("ONNX Runtime cannot run the {} emulation of {}: {}".format(
                 self.mode, self.path, str(exc).splitlines()[0][:160])) from exc
-        self.active = True
-        return self
 
 
 # ----------------------------------------------------------------------------------------------

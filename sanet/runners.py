@@ -14,9 +14,10 @@ A runner never modifies what it is given: the caller's model keeps its device, d
 Device phases (the benchmark's timing protocol, as trtexec splits it): ``stage(inputs)`` puts an input array where
 the backend computes (H2D on a GPU), ``execute()`` runs the network there, ``fetch(class_map=False)`` returns the
 logits, or with ``class_map=True`` the uint8 class map with the argmax done on the device, so only the map is
-copied back. :class:`DeviceRunner` (PyTorch, TensorRT) implements the three and derives ``infer``; host runners
-implement ``infer`` and get the phases from it (on a GPU provider their ``execute`` then includes both copies:
-``device_resident`` is False). ``cuda_stream`` is the torch stream ``execute`` runs on, for CUDA-event timing.
+copied back. :class:`DeviceRunner` (PyTorch, ONNX Runtime, TensorRT) implements the three and derives ``infer``;
+host runners (OpenVINO) implement ``infer`` and get the phases from it. ``device_resident`` is False where ``execute``
+includes host<->device copies (ONNX Runtime on a GPU provider without torch CUDA to hold its tensors).
+``cuda_stream`` is the torch stream ``execute`` runs on, for CUDA-event timing.
 """
 import contextlib
 import copy
@@ -142,9 +143,7 @@ class Runner:
         if not self.active:
             self.activate()
         outputs = self.infer(self.prepare(images))
-        if self.info.output == "argmax":
-            return outputs.astype(np.int64), None
-        return outputs.argmax(axis=1), outputs
+        return class_map_of(outputs, self.info).astype(np.int64), None if self.info.output == "argmax" else outputs
 
 
 def class_map_dtype(num_classes):
@@ -152,9 +151,25 @@ def class_map_dtype(num_classes):
     return np.uint8 if num_classes <= 256 else np.int32
 
 
+def class_map_tensor(logits):
+    """(B, C, H, W) logits tensor -> (B, H, W) class map on its device (uint8 up to 256 classes), the first maximum
+    winning as in argmax. On the CPU a running maximum over the classes: C contiguous passes instead of a reduction
+    over the strided class axis (19x1024x2048 on 2 cores: 72 ms, vs 170 ms numpy argmax and 253 ms torch.argmax)."""
+    dtype = torch.uint8 if class_map_dtype(logits.shape[1]) == np.uint8 else torch.int32
+    if logits.device.type != "cpu":
+        return logits.argmax(dim=1).to(dtype)
+    best, classes = logits[:, 0].clone(), torch.zeros(logits[:, 0].shape, dtype=dtype)
+    for index in range(1, logits.shape[1]):
+        classes.masked_fill_(logits[:, index] > best, index)
+        torch.maximum(best, logits[:, index], out=best)
+    return classes
+
+
 def class_map_of(outputs, info: RunnerInfo):
     """A host runner's output array (logits (B, C, H, W) or argmax (B, H, W)) -> the class map (B, H, W)."""
-    return (outputs if info.output == "argmax" else outputs.argmax(axis=1)).astype(class_map_dtype(info.num_classes))
+    if info.output == "argmax":
+        return outputs.astype(class_map_dtype(info.num_classes))
+    return class_map_tensor(torch.from_numpy(np.ascontiguousarray(outputs))).numpy()
 
 
 class DeviceRunner(Runner):
@@ -245,8 +260,7 @@ class TorchRunner(DeviceRunner):
     def fetch(self, class_map=False):
         """Logits (B, C, H, W) float32, or the class map (B, H, W) argmaxed on the device and copied back alone."""
         if class_map:
-            dtype = torch.uint8 if class_map_dtype(self.info.num_classes) == np.uint8 else torch.int32
-            return self.outputs.argmax(dim=1).to(dtype).cpu().numpy()
+            return class_map_tensor(self.outputs).cpu().numpy()
         return self.outputs.float().cpu().numpy()
 
     @torch.no_grad()
@@ -306,10 +320,25 @@ class OnnxFileRunner(Runner):
         return inputs
 
 
-class OrtRunner(OnnxFileRunner):
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+ORT_TENSOR_TYPES = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16, "tensor(int32)": torch.int32,
+                    "tensor(int64)": torch.int64, "tensor(uint8)": torch.uint8}  # an ONNX output type -> its torch dtype
+NUMPY_TYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.int32: np.int32, torch.int64: np.int64,
+               torch.uint8: np.uint8}
+
+
+def ort_device(providers):
+    """Where an ONNX Runtime session with ``providers`` computes, as a torch device: CUDA for the GPU providers when
+    torch can allocate there, else the CPU (a GPU provider then copies the host tensors inside every run)."""
+    return torch.device("cuda" if providers[0] in GPU_PROVIDERS and torch.cuda.is_available() else "cpu")
+
+
+class OrtRunner(OnnxFileRunner, DeviceRunner):
     """ONNX Runtime on an exported SANet ONNX file; the file's metadata says its layout and classes.
 
-    Construction reads the file's graph inputs and metadata (no session); ``activate`` creates the session.
+    Construction reads the file's graph inputs and metadata (no session); ``activate`` creates the session. Input and
+    output are torch tensors bound in place (I/O binding) on the device the provider computes on, so ``execute`` is
+    the network alone and the class map is argmaxed there (as trtexec and our TensorRT runner time it).
     """
 
     def __init__(self, path, providers=None, precision=None, threads=None):
@@ -324,6 +353,9 @@ class OrtRunner(OnnxFileRunner):
 
         self.info = describe_onnx(path, "onnxruntime", self.providers[0].replace("ExecutionProvider", "").lower(), precision)
         self.path, self.threads, self.session, self.input_name = os.fspath(path), threads, None, INPUT_NAME
+        self.device = ort_device(self.providers)
+        self.device_resident = self.device.type == "cuda" or self.providers[0] not in GPU_PROVIDERS
+        self.binding = self.output = None
 
     def activate(self):
         if not self.active:
@@ -331,19 +363,50 @@ class OrtRunner(OnnxFileRunner):
             options = ort.SessionOptions()
             if self.threads:
                 options.intra_op_num_threads = self.threads
-            try:
-                self.session = ort.InferenceSession(self.path, options, providers=self.providers)
-            except Exception as exc:
-                raise SanetError("ONNX Runtime cannot load {}: {}".format(self.path, str(exc).splitlines()[0][:160])) from exc
+            self.session = self.open_session(ort, options)
+            self.binding = self.session.io_binding()
         return super().activate()
 
+    def open_session(self, ort, options):
+        try:
+            return ort.InferenceSession(self.path, options, providers=self.providers)
+        except Exception as exc:
+            raise SanetError("ONNX Runtime cannot load {}: {}".format(self.path, str(exc).splitlines()[0][:160])) from exc
+
     def close(self):
-        self.session = None
+        self.session = self.binding = self.output = None
         super().close()
 
-    def infer(self, inputs):
-        inputs = self.check_inputs(inputs)  # first: it says "not active" before the missing session would fail
-        return self.session.run(None, {self.input_name: inputs})[0]
+    def synchronize(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def stage(self, inputs):
+        """The input array -> a tensor on the session's device, bound as its input; the output is bound to a tensor
+        there too, (B, C, H, W) logits or (B, H, W) classes, allocated once per input shape."""
+        x = torch.from_numpy(np.ascontiguousarray(self.check_inputs(inputs))).to(self.device)
+        self.synchronize()  # ONNX Runtime computes on its own stream: the copy must be done before it reads
+        output = self.session.get_outputs()[0]
+        batch, (height, width) = x.shape[0], x.shape[1:3] if self.info.layout == "uint8-nhwc" else x.shape[2:4]
+        shape = (batch, height, width) if self.info.output == "argmax" else (batch, self.info.num_classes, height, width)
+        if self.output is None or tuple(self.output.shape) != shape:
+            self.output = torch.empty(shape, dtype=ORT_TENSOR_TYPES[output.type], device=self.device)
+        for bind, name, tensor in ((self.binding.bind_input, self.input_name, x),
+                                   (self.binding.bind_output, output.name, self.output)):
+            bind(name, self.device.type, self.device.index or 0, NUMPY_TYPES[tensor.dtype], list(tensor.shape),
+                 tensor.data_ptr())
+        self.staged = x  # bound by address: the tensor must outlive the run
+
+    def execute(self):
+        self.session.run_with_iobinding(self.binding)  # returns when the providers are done (ONNX Runtime syncs them)
+        self.outputs = self.output
+
+    def fetch(self, class_map=False):
+        """The output (logits float32 or argmax classes) as a new host array, or the class map made on the device."""
+        if not class_map:
+            return self.outputs.to("cpu", copy=True).numpy()  # a copy: the bound tensor is overwritten by the next run
+        classes = self.outputs if self.info.output == "argmax" else class_map_tensor(self.outputs)
+        return classes.cpu().numpy().astype(class_map_dtype(self.info.num_classes))
 
 
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # sanet precision -> OpenVINO INFERENCE_PRECISION_HINT

@@ -12,7 +12,7 @@ from sanet.data import open_dataset
 from sanet.errors import SanetError
 from sanet.export import ExportConfig, export_onnx, read_metadata
 from sanet.parity import compare
-from sanet.runners import OrtRunner, TorchRunner
+from sanet.runners import OrtRunner, TorchRunner, class_map_tensor, ort_device
 
 
 @pytest.mark.parametrize("size", RESOLUTIONS)
@@ -92,7 +92,10 @@ def test_device_phases_match_infer_and_hand_back_a_uint8_class_map(exported, bac
         runner.execute()
         class_map = runner.fetch(class_map=True)
         np.testing.assert_array_equal(runner.fetch(), logits)
-    assert runner.device_resident == (backend == "pytorch") and runner.cuda_stream is None  # CPU: host clock
+        first = runner.infer(inputs)
+        runner.infer(np.ascontiguousarray(inputs[..., ::-1]))  # bound output buffers are reused by the next run ...
+        np.testing.assert_array_equal(first, logits)  # ... but what infer returned is the caller's own array
+    assert runner.device_resident and runner.cuda_stream is None  # I/O in place on the CPU; host clock
     assert class_map.dtype == np.uint8 and class_map.shape == (1, 128, 256)
     np.testing.assert_array_equal(class_map, logits.argmax(axis=1))
     assert runner.staged is None and runner.outputs is None  # close() lets go of the frame and its logits
@@ -210,3 +213,30 @@ def test_memo_runner_keeps_bounded_uint8_class_maps(synth_small):
         assert len(memo.cache) == 2 and all(entry.dtype == np.uint8 for entry in memo.cache.values())
         assert np.array_equal(memo.predict(images[2])[0], expected[2])  # served from the cache
     assert not memo.active and not memo.runner.active
+
+
+def test_class_map_is_argmax_with_the_first_maximum_winning():
+    rng = np.random.default_rng(4)
+    tied = rng.integers(0, 3, size=(2, 19, 8, 16)).astype(np.float32)  # most pixels have tied maxima
+    classes = class_map_tensor(torch.from_numpy(tied))
+    assert classes.dtype == torch.uint8
+    np.testing.assert_array_equal(classes.numpy(), tied.argmax(axis=1))
+    wide = rng.standard_normal((1, 300, 4, 4)).astype(np.float32)  # more classes than uint8 holds
+    classes = class_map_tensor(torch.from_numpy(wide))
+    assert classes.dtype == torch.int32
+    np.testing.assert_array_equal(classes.numpy(), wide.argmax(axis=1))
+
+
+def test_gpu_providers_bind_cuda_tensors_only_where_torch_has_cuda(exported, monkeypatch):
+    import onnxruntime
+
+    _, paths = exported
+    gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: gpu)  # construction reads the file only
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    runner = OrtRunner(paths[(128, 256)], providers=gpu)
+    assert runner.device.type == "cpu" and not runner.device_resident  # the provider copies inside each run
+    assert runner.info.device == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert ort_device(gpu).type == "cuda" and ort_device(["TensorrtExecutionProvider"]).type == "cuda"
+    assert ort_device(["CPUExecutionProvider"]).type == "cpu"
