@@ -128,15 +128,17 @@ def dynamic_pool_matrix(in_size, out_size):
     start = rows * in_size // out_size
     end = ((rows + 1) * in_size + out_size - 1) // out_size  # ceil
     cols = torch.arange(in_size)  # (in,)
-    inside = (cols.unsqueeze(0) >= start.unsqueeze(1)) & (cols.unsqueeze(0) < end.unsqueeze(1))
-    return inside.float() / (end - start).unsqueeze(1).float()
+    # reshape(-1, 1), not unsqueeze(1): for out_size 1 torch 2.1's exporter folds (rows + 1) * in_size to a 0-d
+    # tensor, and an Unsqueeze at axis 1 of a 0-d tensor is invalid ONNX; a Reshape takes 0-d and 1-d alike.
+    inside = (cols.reshape(1, -1) >= start.reshape(-1, 1)) & (cols.reshape(1, -1) < end.reshape(-1, 1))
+    return inside.float() / (end - start).reshape(-1, 1).float()
 
 
 def dynamic_upsample_matrix(in_size, out_size):
     """nearest_upsample_matrix for 0-d int64 tensor sizes: (out_size, in_size) 0/1 float32."""
     scale = in_size.float() / out_size.float()  # float32, as PyTorch's nearest interpolation
     src = torch.minimum(torch.floor(torch.arange(out_size).float() * scale).long(), in_size - 1)  # (out,)
-    return (torch.arange(in_size).unsqueeze(0) == src.unsqueeze(1)).float()
+    return (torch.arange(in_size).reshape(1, -1) == src.reshape(-1, 1)).float()  # reshape: see dynamic_pool_matrix
 
 
 def dynamic_grid_width(grid_height, feat_height, feat_width):

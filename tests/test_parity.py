@@ -143,9 +143,6 @@ def test_export_and_parity_cli(shipped, synth_small, tmp_path, sanet_cli):
     assert strict.returncode == 1 and "FAIL" in strict.stdout
 
 
-@pytest.mark.xfail(tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 2), strict=True,
-                   reason="torch 2.1's exporter writes an SCE Unsqueeze that ONNX Runtime rejects for dynamic H x W "
-                          "(found on the Jetson stack in CI; static exports are fine): --dynamic needs torch >= 2.2")
 def test_dynamic_hw_export_matches_pytorch_at_several_sizes(shipped, synth_small, tmp_path, sanet_cli):
     import onnx
 
