@@ -2,8 +2,8 @@
 
 Each row is one (resolution, runner), timed as :data:`sanet.benchreport.PROTOCOL` says (also in ``bench.json``): every
 iteration runs one uint8 frame through its phases in turn, so end-to-end contains compute by construction.
-Rows are visited in interleaved rounds, one activated runner at a time, and checked against PyTorch FP32
-with the parity module (over budget -> FAIL).
+Rows are visited in interleaved rounds, one activated runner at a time (besides runners that keep warm: the PyTorch
+CPU one, a model copy), and checked against PyTorch FP32 with the parity module (over budget -> FAIL).
 """
 import math
 import os
@@ -31,8 +31,12 @@ class BenchConfig:
     seconds: float = 0.0  # minimum timed seconds per row (all rounds together)
     # CPU rows stop timing after this many seconds (all rounds together, at least one iteration per visit) even below
     # `iterations`: a CPU takes seconds per 1024x2048 frame, and the default run must stay short. 0: no cap.
-    cpu_max_seconds: float = 2.0
-    rounds: int = 2
+    cpu_max_seconds: float = 1.5
+    # Three rounds, so a CPU row's three samples (the floor below) come from three visits a round apart: a slow spell
+    # of a shared host that hits one visit cannot move the median. With two rounds (two samples, then one) a slow
+    # first visit set the median, and 4 of 15 rows moved by > 15 % between two consecutive default runs; with three,
+    # none did (README, "A default run on this machine").
+    rounds: int = 3
     parity_images: int = 1
     out: str = "results/bench"
     calib: Optional[str] = None  # calibration images for INT8 rows (Cityscapes root or image folder)
@@ -99,7 +103,8 @@ def time_iteration(runner, clock, frame):
 
 def visit_floor(config, round_index, done):
     """Timed iterations a visit takes even past the CPU cap, so that the row has ``min_samples`` (at most
-    ``iterations``) after its last round, spread over the rounds (3 over 2 rounds: 2, then 1); at least one."""
+    ``iterations``) after its last round, spread over the rounds (3 over 3 rounds: one each; over 2: 2, then 1); at least
+    one."""
     want = math.ceil(min(config.min_samples, config.iterations) * (round_index + 1) / config.rounds)
     return max(1, want - done)
 
@@ -167,11 +172,11 @@ def check_parity(row, runner, reference, dataset, resolution, config):
     again before the rounds) and it is compared with them, so it agrees by construction."""
     from .parity import compare
 
-    candidate = reference if runner is reference.runner else runner
+    candidate, kept = reference if runner is reference.runner else runner, reference.runner.active
     try:
         result = compare(reference, candidate, dataset, size=resolution, limit=config.parity_images, progress=False)
     finally:
-        if candidate is runner:
+        if candidate is runner and not kept:
             reference.runner.close()  # activated on demand only where the row that makes the maps failed
     row.miou, row.agreement_miou, row.pixel_agreement = result.miou_candidate, result.agreement_miou, result.pixel_agreement
     row.delta_miou, row.failures, row.verdict = result.delta_miou, result.failures, "PASS" if result.passed else "FAIL"
@@ -294,6 +299,7 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
 
     os.makedirs(config.out, exist_ok=True)
     reference, skipped, plan, power, broken = MemoRunner(TorchRunner(model, "cpu", "fp32")), [], [], PowerSampler, set()
+    last_ran = {}  # id(runner) -> perf_counter time its last visit ended
     try:
         plan = plan_rows(model, config, dataset, reference, skipped, extra_onnx, extra_engines, report)
         samples, watts = [[[] for _ in range(config.rounds)] for _ in plan], [[] for _ in plan]
@@ -307,12 +313,19 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
             frame = np.random.default_rng(0).integers(0, 256, size=(1,) + tuple(resolution) + (3,), dtype=np.uint8)
             floor = visit_floor(config, round_index, sum(len(chunk) for chunk in samples[index]))
             try:
-                with runner:
-                    warm_since = time.perf_counter() if round_index == 0 else None
-                    if round_index == 0:  # first, so its inferences count toward the warm-up
+                # Warm since now (round 1: the parity check runs first), since its last visit (a runner that kept
+                # warm, still activated), or not at all (a new activation).
+                warm_since = time.perf_counter() if round_index == 0 else last_ran.get(id(runner)) if runner.active else None
+                try:
+                    if not runner.active:
+                        runner.activate()
+                    if round_index == 0:
                         check_parity(row, runner, reference, dataset, resolution, config)
                     got, row.copies_in_compute, summary = time_visit(runner, frame, config, power() if power else None,
                                                                      warm_since, floor)
+                finally:
+                    last_ran[id(runner)] = time.perf_counter()
+                    runner.release() if runner.keeps_warm else runner.close()
             except Exception as exc:  # recorded on the row, so one broken backend does not hide the others
                 row.verdict, row.failures = "FAIL", ["{}: {}".format(type(exc).__name__, (str(exc).splitlines() or [""])[0][:200])]
                 report("    FAIL: " + row.failures[0])
@@ -328,6 +341,9 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
                 np.mean([s[2] for s in got]), np.mean([s[0] for s in got]), len(got), row.verdict))
     except KeyboardInterrupt:
         skipped.append("interrupted (Ctrl-C): the rows measured so far are reported")
+    finally:
+        for _, runner, _ in plan:
+            runner.close()  # the runners that kept warm between their visits
     rows = []
     for (_, _, row), chunks, power_w in zip(plan, samples if plan else [], watts if plan else []):
         if any(chunks):

@@ -29,7 +29,8 @@ PROTOCOL = {
     "end_to_end": "wall clock from a uint8 HWC frame on the host to its uint8 class map on the host (preprocess, H2D, "
                   "compute, argmax, D2H), in the same iterations as compute, so it is never faster than compute",
     "warmup": "full iterations for warmup_seconds (at least one) at every visit, after the runner is activated; in the "
-              "first round the parity check runs first and its inferences count toward the warm-up",
+              "first round the parity check runs first and its inferences count toward the warm-up; a runner that keeps "
+              "warm (PyTorch on the CPU: a model copy, no memory pool) stays activated and warmed up from its last visit",
     "iterations": "at least `iterations` timed iterations and `seconds` seconds per row, split evenly over the rounds; "
                   "CPU rows stop after `cpu_max_seconds` (at least one iteration per visit, and at least `min_samples` "
                   "per row) and are marked capped",

@@ -108,6 +108,8 @@ def test_cpu_rows_stop_at_their_time_cap_and_say_so(exported):
     assert len(floored) == 2  # a visit's floor holds past the cap
     three = bench.BenchConfig(min_samples=3, rounds=2)
     assert [bench.visit_floor(three, 0, 0), bench.visit_floor(three, 1, 2)] == [2, 1]  # 3 samples over 2 rounds
+    default = bench.BenchConfig()  # the default: one sample per visit over three rounds, each a round apart
+    assert (default.min_samples, default.rounds) == (3, 3) and [bench.visit_floor(default, r, r) for r in range(3)] == [1, 1, 1]
     assert bench.visit_floor(three, 1, 5) == 1 and bench.visit_floor(bench.BenchConfig(min_samples=3, iterations=2,
                                                                                        rounds=1), 0, 0) == 2
 
@@ -127,9 +129,9 @@ def test_cpu_rows_stop_at_their_time_cap_and_say_so(exported):
 
 
 def test_every_visit_activates_once_and_a_new_activation_warms_up(exported, synth_small, tmp_path, monkeypatch):
-    """Two rows, two rounds: each visit activates its runner (one activated runner at a time) and closes it; the
-    first visit's parity inference is its warm-up, the second visit warms up for at least one iteration; the PyTorch
-    CPU FP32 row runs the reference maps itself."""
+    """Two rows, two rounds: each visit activates its runner (one activated runner at a time) and closes it, except
+    the PyTorch CPU one, which keeps warm; the first visit's parity inference is its warm-up, a second activation
+    warms up for at least one iteration; the PyTorch CPU FP32 row runs the reference maps itself."""
     from sanet.data import open_dataset
     from sanet.runners import OrtRunner, TorchRunner
 
@@ -139,7 +141,8 @@ def test_every_visit_activates_once_and_a_new_activation_warms_up(exported, synt
         def activate(self, original=cls.activate):
             activations.append(type(self).__name__)
             runners.append(self)
-            assert sum(r.active for r in set(runners)) == 0, "another runner is still activated"
+            assert sum(r.active and not r.keeps_warm for r in set(runners)) == 0, "another runner is still activated"
+            assert all(r.outputs is None for r in runners if r.active), "a runner kept warm holds its last logits"
             return original(self)
 
         def execute(self, original=cls.execute):
@@ -152,11 +155,13 @@ def test_every_visit_activates_once_and_a_new_activation_warms_up(exported, synt
                                warmup_seconds=0.0, iterations=2, rounds=2, parity_images=1, out=str(tmp_path))
     rows, _ = bench.run_bench(model, config, open_dataset(str(synth_small), "cityscapes", "val"), report=lambda _: None)
     assert [r.runner for r in rows] == ["pytorch-cpu-fp32", "onnxruntime-cpu-fp32"] and all(r.iterations == 2 for r in rows)
-    # PyTorch is the reference itself: its first visit makes the reference maps, no separate activation for them
-    assert activations.count("TorchRunner") == 2 and activations.count("OrtRunner") == 2
-    assert not any(r.active for r in runners)
+    # PyTorch is the reference itself: its first visit makes the reference maps, no separate activation for them; on
+    # the CPU it keeps warm, activated once for both rounds
+    assert activations.count("TorchRunner") == 1 and activations.count("OrtRunner") == 2
+    assert not any(r.active for r in runners)  # all closed at the end
     # ONNX Runtime: the parity inference (the warm-up) + 1 timed, then 1 warm-up + 1 timed after its second activation
     assert executions.count("OrtRunner") == 4
+    assert executions.count("TorchRunner") == 3  # parity + 1 timed, then 1 timed: still warm from its first visit
 
 
 def test_compare_marks_rows_that_moved(default_run, tmp_path):
