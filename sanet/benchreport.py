@@ -17,6 +17,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
+import numpy as np
+
 NAN = float("nan")
 UNSTABLE_CV = 0.10  # std / mean of a row's compute latencies above which the row is marked unstable
 PROTOCOL = {
@@ -151,17 +153,23 @@ def read_runs(path):
 
 def compare_runs(rows, before):
     """Rows of this run against :func:`read_runs` ``before`` (same resolution and runner) -> (table rows, summary line):
-    FPS and end-to-end FPS before/now and their change; a change beyond DRIFT is marked."""
-    table, moved = [], 0
+    FPS and end-to-end FPS before/now and their change; a change beyond DRIFT is marked. The summary also gives the
+    median row's change: the whole host's drift between the runs, which no protocol inside one run can remove."""
+    table, moved, ratios = [], 0, []
     for row in rows:
         old = before.get((row.resolution, row.runner))
         if old is None or not old.get("fps") or row.fps != row.fps:
             continue
         changes = [row.fps / old["fps"] - 1, row.e2e_fps / old["e2e_fps"] - 1 if old.get("e2e_fps") else NAN]
         moved += any(abs(c) > DRIFT for c in changes)
+        ratios.append(row.fps / old["fps"])
         table.append([row.resolution, row.runner, _fmt(old["fps"], "{:.2f}"), _fmt(row.fps, "{:.2f}"), _change(changes[0]),
                       _fmt(old.get("e2e_fps"), "{:.2f}"), _fmt(row.e2e_fps, "{:.2f}"), _change(changes[1])])
-    return table, "{} of {} row(s) moved more than {:.0f} % against the earlier run".format(moved, len(table), 100 * DRIFT)
+    summary = "{} of {} row(s) moved more than {:.0f} % against the earlier run".format(moved, len(table), 100 * DRIFT)
+    if ratios:
+        summary += "; the median row's FPS changed by {:+.1f} % (the host's drift between the runs)".format(
+            100 * (float(np.median(ratios)) - 1))
+    return table, summary
 
 
 def _change(value):

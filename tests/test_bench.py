@@ -171,6 +171,10 @@ def test_compare_marks_rows_that_moved(default_run, tmp_path):
     rows[0].fps, rows[0].e2e_fps = rows[0].fps * 1.30, rows[0].e2e_fps * 1.05  # one row 30 % faster now
     table, summary = benchreport.compare_runs(rows, before)
     assert len(table) == len(rows) and summary.startswith("1 of {} row(s) moved".format(len(rows)))
+    assert summary.endswith("the median row's FPS changed by +0.0 % (the host's drift between the runs)")
+    slower = [benchreport.Row(**dict(r, fps=r["fps"] * 0.9)) for r in data["rows"]]  # the whole host 10 % slower
+    summary = benchreport.compare_runs(slower, before)[1]
+    assert summary.startswith("0 of") and "changed by -10.0 %" in summary
     assert table[0][4] == "+30.0 moved" and table[0][7] == "+5.0" and table[1][4] == "+0.0"
     (tmp_path / "bad.json").write_text("{\"rows\": 3}")
     with pytest.raises(SanetError, match="cannot read an earlier bench.json"):
