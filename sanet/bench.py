@@ -34,8 +34,8 @@ class BenchConfig:
     cpu_max_seconds: float = 1.5
     # Three rounds, so a CPU row's three samples (the floor below) come from three visits a round apart: a slow spell
     # of a shared host that hits one visit cannot move the median. With two rounds (two samples, then one) a slow
-    # first visit set the median, and 4 of 15 rows moved by > 15 % between two consecutive default runs; with three,
-    # none did (README, "A default run on this machine").
+    # first visit set the median (README, "A default run on this machine"; a drift of the whole host between two
+    # runs still moves rows, and no protocol inside one run removes it).
     rounds: int = 3
     parity_images: int = 1
     out: str = "results/bench"
@@ -325,7 +325,10 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
                                                                      warm_since, floor)
                 finally:
                     last_ran[id(runner)] = time.perf_counter()
-                    runner.release() if runner.keeps_warm else runner.close()
+                    if runner.keeps_warm:
+                        runner.release()
+                    else:
+                        runner.close()
             except Exception as exc:  # recorded on the row, so one broken backend does not hide the others
                 row.verdict, row.failures = "FAIL", ["{}: {}".format(type(exc).__name__, (str(exc).splitlines() or [""])[0][:200])]
                 report("    FAIL: " + row.failures[0])
