@@ -180,9 +180,16 @@ def class_map_of(outputs, info: RunnerInfo):
 
 
 class DeviceRunner(Runner):
-    """A runner whose subclass implements stage/execute/fetch with the data resident on its device."""
+    """A runner whose subclass implements stage/execute/fetch with the data resident on its device (``device``, a
+    torch device, unless the subclass overrides ``synchronize``)."""
 
     device_resident = True
+    device = torch.device("cpu")
+
+    def synchronize(self):
+        """Wait for the device: the host clock then covers what was queued there."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def infer(self, inputs):
         self.stage(inputs)
@@ -236,10 +243,6 @@ class TorchRunner(DeviceRunner):
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
         super().close()
-
-    def synchronize(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     @property
     def cuda_stream(self):
@@ -332,10 +335,8 @@ class OnnxFileRunner(Runner):
 
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-ORT_TENSOR_TYPES = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16, "tensor(int32)": torch.int32,
-                    "tensor(int64)": torch.int64, "tensor(uint8)": torch.uint8}  # an ONNX output type -> its torch dtype
-NUMPY_TYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.int32: np.int32, torch.int64: np.int64,
-               torch.uint8: np.uint8}
+ORT_TENSOR_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int32)": np.int32,
+                    "tensor(int64)": np.int64, "tensor(uint8)": np.uint8}  # an ONNX output type -> its element type
 
 
 def ort_device(providers):
@@ -366,7 +367,7 @@ class OrtRunner(OnnxFileRunner, DeviceRunner):
         self.path, self.threads, self.session, self.input_name = os.fspath(path), threads, None, INPUT_NAME
         self.device = ort_device(self.providers)
         self.device_resident = self.device.type == "cuda" or self.providers[0] not in GPU_PROVIDERS
-        self.binding = self.output = None
+        self.binding = self.output = self.output_name = self.output_type = None
 
     def activate(self):
         if not self.active:
@@ -376,6 +377,8 @@ class OrtRunner(OnnxFileRunner, DeviceRunner):
                 options.intra_op_num_threads = self.threads
             self.session = self.open_session(ort, options)
             self.binding = self.session.io_binding()
+            output = self.session.get_outputs()[0]
+            self.output_name, self.output_type = output.name, ORT_TENSOR_TYPES[output.type]
         return super().activate()
 
     def open_session(self, ort, options):
@@ -388,24 +391,20 @@ class OrtRunner(OnnxFileRunner, DeviceRunner):
         self.session = self.binding = self.output = None
         super().close()
 
-    def synchronize(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def stage(self, inputs):
         """The input array -> a tensor on the session's device, bound as its input; the output is bound to a tensor
         there too, (B, C, H, W) logits or (B, H, W) classes, allocated once per input shape."""
-        x = torch.from_numpy(np.ascontiguousarray(self.check_inputs(inputs))).to(self.device)
+        inputs = np.ascontiguousarray(self.check_inputs(inputs))
+        x = torch.from_numpy(inputs).to(self.device)
         self.synchronize()  # ONNX Runtime computes on its own stream: the copy must be done before it reads
-        output = self.session.get_outputs()[0]
         batch, (height, width) = x.shape[0], x.shape[1:3] if self.info.layout == "uint8-nhwc" else x.shape[2:4]
         shape = (batch, height, width) if self.info.output == "argmax" else (batch, self.info.num_classes, height, width)
         if self.output is None or tuple(self.output.shape) != shape:
-            self.output = torch.empty(shape, dtype=ORT_TENSOR_TYPES[output.type], device=self.device)
-        for bind, name, tensor in ((self.binding.bind_input, self.input_name, x),
-                                   (self.binding.bind_output, output.name, self.output)):
-            bind(name, self.device.type, self.device.index or 0, NUMPY_TYPES[tensor.dtype], list(tensor.shape),
-                 tensor.data_ptr())
+            dtype = getattr(torch, np.dtype(self.output_type).name)  # numpy and torch share these type names
+            self.output = torch.empty(shape, dtype=dtype, device=self.device)
+        for bind, name, tensor, dtype in ((self.binding.bind_input, self.input_name, x, inputs.dtype),
+                                          (self.binding.bind_output, self.output_name, self.output, self.output_type)):
+            bind(name, self.device.type, self.device.index or 0, dtype, list(tensor.shape), tensor.data_ptr())
         self.staged = x  # bound by address: the tensor must outlive the run
 
     def execute(self):
