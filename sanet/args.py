@@ -7,7 +7,7 @@ fix. Help texts show every default (:class:`HelpFormatter`). Commands compose th
 import argparse
 import os
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 from .constants import INPUT_LAYOUTS, PRECISIONS
 from .errors import SanetError
@@ -126,7 +126,9 @@ class RunnerSource:
 
     model: ModelSource = field(default_factory=ModelSource)
     many: bool = False
-    shipped_default: bool = False  # no checkpoint, --onnx or --engine: run the shipped synthetic-scene checkpoint
+    # Without a checkpoint, --onnx or --engine: parsed args -> the key of the shipped checkpoint to run
+    # (checkpoints.SHIPPED_CHECKPOINTS), or None where nothing shipped fits (a checkpoint is then required).
+    shipped_default: Optional[Callable] = None
 
     def add(self, parser):
         if self.many:
@@ -165,12 +167,13 @@ class RunnerSource:
             if args.engine and args.device == "cpu":
                 raise SanetError("TensorRT engines run on the GPU: drop --device cpu")
         elif not args.checkpoint:
-            from .checkpoints import shipped_checkpoint
+            from .checkpoints import SHIPPED_ABOUT, shipped_checkpoint
 
-            if not (self.shipped_default and shipped_checkpoint()):
+            name = self.shipped_default(args) if self.shipped_default else None
+            if name is None or shipped_checkpoint(name) is None:
                 raise SanetError("give a CHECKPOINT, --onnx MODEL or --engine PLAN")
-            args.checkpoint = shipped_checkpoint()
-            print("note: no checkpoint given: running the shipped synthetic-scene SANet ({})".format(args.checkpoint))
+            args.checkpoint = shipped_checkpoint(name)
+            print("note: no checkpoint given: running {} ({})".format(SHIPPED_ABOUT[name], args.checkpoint))
 
     def build(self, args, model=None):
         """An un-activated runner; ``model`` reuses an already loaded checkpoint model."""

@@ -16,14 +16,22 @@ from .fileio import atomic_path
 from .model import ModelConfig, SANet
 
 CONFIG_KEY = "sanet_config"
-# SANet trained on the generated street scenes (fp16 weights; sanet/weights/PROVENANCE.md says how): what the bench,
-# eval and infer run when no checkpoint is given, so a first run measures a trained network, not noise.
-SHIPPED_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "sanet_synth.safetensors")
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+# The checkpoints shipped in sanet/weights (fp16 safetensors; weights/PROVENANCE.md says how each was made):
+#   camvid: SANet trained on real CamVid (11 classes), the model for real street images (sanet-infer, sanet-eval
+#           --dataset camvid); a derivative of CamVid, for research use only.
+#   synth:  SANet trained on generated street scenes (19 Cityscapes classes), so the self-contained sanet-bench
+#           measures a trained network on frames it can generate itself; it does not transfer to real images.
+SHIPPED_CHECKPOINTS = {"camvid": os.path.join(WEIGHTS_DIR, "sanet_camvid.safetensors"),
+                       "synth": os.path.join(WEIGHTS_DIR, "sanet_synth.safetensors")}
+SHIPPED_ABOUT = {"camvid": "the shipped real-CamVid SANet (11 classes; research use)",
+                 "synth": "the shipped synthetic-scene SANet (19 classes; generated scenes only)"}
 
 
-def shipped_checkpoint():
-    """The shipped synthetic-scene checkpoint's path, or None when this install has no copy of it."""
-    return SHIPPED_CHECKPOINT if os.path.isfile(SHIPPED_CHECKPOINT) else None
+def shipped_checkpoint(name="synth"):
+    """The path of shipped checkpoint ``name`` (a key of SHIPPED_CHECKPOINTS), or None when this install lacks it."""
+    path = SHIPPED_CHECKPOINTS[name]
+    return path if os.path.isfile(path) else None
 
 
 def _strip_prefixes(state_dict):

@@ -13,8 +13,9 @@ from .errors import SanetError
 
 MODEL = groups.ModelSource(positional=True, random_init="never")
 RUNNER = groups.RunnerSource(MODEL)
-SHIPPED = "the shipped synthetic-scene SANet in sanet/weights/"
-EVAL_RUNNER = groups.RunnerSource(groups.ModelSource(default_help=SHIPPED), shipped_default=True)
+SHIPPED = "with --dataset camvid, the shipped real-CamVid SANet in sanet/weights/"
+EVAL_RUNNER = groups.RunnerSource(groups.ModelSource(default_help=SHIPPED),
+                                  shipped_default=lambda args: "camvid" if args.dataset == "camvid" else None)
 EXPORT_MODEL = groups.ModelSource(positional=True, random_init="flag")
 
 
@@ -303,7 +304,8 @@ def bench_main(argv):
     return 0
 
 
-INFER_RUNNER = groups.RunnerSource(groups.ModelSource(False, "never", SHIPPED), shipped_default=True)
+INFER_RUNNER = groups.RunnerSource(groups.ModelSource(False, "never", "the shipped real-CamVid SANet in sanet/weights/"),
+                                   shipped_default=lambda args: "camvid")
 INFER = groups.InferOptions()
 
 

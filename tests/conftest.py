@@ -89,6 +89,27 @@ def shipped():
     return path
 
 
+CAMVID = SHARED / "data" / "camvid"
+
+
+@pytest.fixture(scope="session")
+def camvid():
+    """Real CamVid (train/val with labels, 480x360) in ../shared; its test split is held out and never read."""
+    if not (CAMVID / "val").is_dir():
+        pytest.skip("../shared/data/camvid is absent: the real CamVid frames are not in this checkout")
+    return CAMVID
+
+
+@pytest.fixture(scope="session")
+def shipped_camvid():
+    """The shipped real-CamVid checkpoint (sanet/weights/sanet_camvid.safetensors, 11 classes)."""
+    from sanet.checkpoints import shipped_checkpoint
+
+    path = shipped_checkpoint("camvid")
+    assert path is not None, "sanet/weights/sanet_camvid.safetensors is missing from this checkout"
+    return path
+
+
 @pytest.fixture(scope="session")
 def exported(shipped, tmp_path_factory, ort):
     """The shipped checkpoint as a model and as FP32 ONNX files at RESOLUTIONS: (model, {size: path})."""

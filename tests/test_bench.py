@@ -364,10 +364,10 @@ def test_default_model_is_the_shipped_checkpoint_when_present(tmp_path, monkeypa
     best = tmp_path / "other.safetensors"  # not the real shipped weights, so loading them is visible
     checkpoints.save_checkpoint(best, build_model("sanet", 19, aux_head=False))
     notes = []
-    monkeypatch.setattr(checkpoints, "SHIPPED_CHECKPOINT", str(best.parent / "absent.safetensors"))
+    monkeypatch.setitem(checkpoints.SHIPPED_CHECKPOINTS, "synth", str(best.parent / "absent.safetensors"))
     model, name = bench.resolve_model(None, report=notes.append)
     assert name == "random-init" and "random-init" in notes[0]
-    monkeypatch.setattr(checkpoints, "SHIPPED_CHECKPOINT", str(best))
+    monkeypatch.setitem(checkpoints.SHIPPED_CHECKPOINTS, "synth", str(best))
     model, name = bench.resolve_model(None, report=notes.append)
     reference = load_model(best)
     assert name == str(best)

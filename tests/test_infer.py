@@ -171,14 +171,6 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path, sanet_cli):
         assert result.returncode in (1, 2) and message in result.stderr, argv
 
 
-def test_no_model_given_runs_the_shipped_checkpoint(shipped, tmp_path):
-    good = tmp_path / "frames" / "good.png"
-    write_png(str(good), np.zeros((128, 256, 3), np.uint8))
-    result = infer_cli(str(tmp_path / "frames"), "-o", str(tmp_path / "o"))
-    assert result.returncode == 0 and "shipped synthetic-scene SANet" in result.stdout, result.stderr
-    assert (tmp_path / "o" / "good_mask.png").is_file()
-
-
 def parse_pbtxt_tensors(text, kind):
     block = re.search(r"^{} \[(.*?)^\]".format(kind), text, re.S | re.M).group(1)
     return [(m.group(1), m.group(2), [int(d) for d in m.group(3).split(",")])
