@@ -191,6 +191,19 @@ def test_amp_grad_scaler_state_survives_resume(synth_tiny, tmp_path):
     assert resumed.scaler.get_scale() == scale and resumed.scaler.state_dict()["_growth_tracker"] == tracker
 
 
+def test_cpu_amp_trains_in_bfloat16_where_the_cpu_computes_it(synth_tiny, tmp_path):
+    trainer = Trainer(small_train_config(synth_tiny, tmp_path / "bf16", **dict(TINY, epochs=1, amp=True)))
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert trainer.amp_dtype == (torch.bfloat16 if native else None) and not trainer.scaler.is_enabled()
+    seen = []
+    trainer.model.resnet.conv1[0].register_forward_hook(lambda module, inputs, output: seen.append(output))
+    history = trainer.fit()
+    assert math.isfinite(history[-1]["loss"]) and seen
+    assert seen[0].dtype == (torch.bfloat16 if native else torch.float32)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)  # NHWC on the CPU
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # float32 master weights
+
+
 def test_ohem_keeps_at_least_min_kept():
     labels = torch.zeros(1, 8, 8, dtype=torch.long)
     logits = torch.zeros(1, 3, 8, 8)
