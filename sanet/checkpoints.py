@@ -41,15 +41,18 @@ def _strip_prefixes(state_dict):
     return state_dict
 
 
-def save_checkpoint(path, model, extra=None):
+def save_checkpoint(path, model, extra=None, half=False):
     """Write weights + config atomically. ``.safetensors`` for weights only; ``.pt`` may carry ``extra``
-    training state (optimizer, scheduler, epoch, RNG) made of tensors and plain Python values.
+    training state (optimizer, scheduler, epoch, RNG) made of tensors and plain Python values. ``half`` stores
+    float tensors as fp16 (half the size; loading casts them back into the float32 network).
 
     The file is read back from its temporary name (safe loader, same keys and config) before it replaces
     ``path``, so a ``last.pt`` that cannot be resumed never takes the place of a good one.
     """
     config_json = json.dumps(model.config.to_dict())
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    if half:
+        state = {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
     safetensors = str(path).endswith(".safetensors")
     if safetensors and extra:
         raise SanetError("training state needs a .pt checkpoint, not .safetensors")
@@ -154,6 +157,13 @@ def load_weights(model, state_dict):
             model.config.variant, model.config.num_classes, "; ".join(problems)))
     model.load_state_dict(state_dict, strict=True)
     return model
+
+
+def inference_copy(model):
+    """``model`` without its training-only auxiliary head (what ships and deploys), in eval mode."""
+    config = ModelConfig.from_dict(dict(model.config.to_dict(), aux_head=False))
+    state = {key: value for key, value in model.state_dict().items() if not key.startswith("conv_out16.")}
+    return load_weights(SANet(config), state).eval()
 
 
 def load_model(path, variant=None, num_classes=None):

@@ -63,8 +63,12 @@ INFO_MODEL = groups.ModelSource(positional=True, random_init="default")
 
 
 def info_parser():
-    return groups.parser("sanet-info", info_main.__doc__, ["sanet-info", "sanet-info runs/synth/best.safetensors",
-                                                           "sanet-info --variant sanet-tiny --classes 11"], INFO_MODEL)
+    parser = groups.parser("sanet-info", info_main.__doc__, [
+        "sanet-info", "sanet-info runs/synth/best.safetensors", "sanet-info --variant sanet-tiny --classes 11",
+        "sanet-info runs/camvid-cpu/best.safetensors --save-fp16 sanet_camvid.safetensors"], INFO_MODEL)
+    parser.add_argument("--save-fp16", metavar="OUT", help="also write the checkpoint for deployment: fp16 safetensors "
+                        "with its config, without the training-only auxiliary head (how sanet/weights is made)")
+    return parser
 
 
 def info_main(argv):
@@ -79,6 +83,14 @@ def info_main(argv):
     params = count_parameters(model)
     print_table(["input", "params (M)", "GFLOPs"], [["{}x{}".format(h, w), "{:.2f}".format(params / 1e6),
                                                      "{:.1f}".format(count_gflops(model, h, w))] for h, w in BENCH_RESOLUTIONS])
+    if args.save_fp16:
+        from .checkpoints import inference_copy, save_checkpoint
+        from .fileio import sha256_file
+
+        if not args.save_fp16.endswith(".safetensors"):
+            raise SanetError("--save-fp16 writes safetensors: name the file *.safetensors")
+        save_checkpoint(args.save_fp16, inference_copy(model), half=True)
+        print("wrote {} (fp16, no auxiliary head) sha256 {}".format(args.save_fp16, sha256_file(args.save_fp16)))
 
 
 SYNTH = groups.SynthOptions()
@@ -179,6 +191,7 @@ def export_parser():
 def export_main(argv):
     """sanet-export: ONNX per resolution (verified in ONNX Runtime), Q/DQ INT8 ONNX, TensorRT engines."""
     from .pipeline import ExportRequest, Pipeline, audit_images, export_all
+    from .qat import read_ranges
 
     args = export_parser().parse_args(argv)
     model_group, sizes_group, out_group, format_group, engine_group, calib_group, extras = EXPORT
@@ -186,19 +199,22 @@ def export_main(argv):
     precisions, engine_config = engine_group.build(args)
     model_group.check(args)
     extras.check(args, precisions)
-    calib = calib_group.build(args, int8_engine="int8" in precisions, batch=args.batch)
+    ranges = read_ranges(args.checkpoint) if args.checkpoint else None  # a QAT checkpoint carries its INT8 ranges
+    if ranges is not None and engine_config.int8_route == "auto":
+        engine_config.int8_route = "qdq"  # its INT8 engines build from its own Q/DQ ONNX on every TensorRT
+    calib = calib_group.build_qat(args) if ranges is not None else calib_group.build(args, int8_engine="int8" in precisions,
+                                                                                      batch=args.batch)
     model, source = model_group.build(args)
     if source is None:
         print("note: --random-init exports untrained weights; predictions are meaningless")
-    pipeline = Pipeline(model, source, out_group.build(args), export_config, calib, engine_config, report=_say)
+    pipeline = Pipeline(model, source, out_group.build(args), export_config, calib, engine_config, report=_say,
+                        quant_ranges=ranges)
     if args.dynamic:
         path, _ = pipeline.dynamic_onnx(sizes)
         print_table(["file", "MiB", "kind", "check"], [[path, "{:.1f}".format(os.path.getsize(path) / 2**20),
                                                         "dynamic onnx", pipeline.notes[path]]])
         return 0
-    images = audit_images(calib) if "fp16" in precisions else None
-    if "fp16" in precisions and images is None:
-        print("note: no FP16 range audit: give --calib or --parity-data images to check activations against FP16's range")
+    images = audit_images(calib) if "fp16" in precisions else None  # generated street scenes without --calib
     request = ExportRequest(precisions, args.qdq, args.triton, args.triton_max_batch, tuple(args.trt_check), images,
                             args.parity_limit or 16)
     rows, missing, violations = export_all(pipeline, sizes, request)

@@ -108,3 +108,21 @@ def test_info_table_from_checkpoint(tmp_path, sanet_cli):
     result = sanet_cli("info", str(path))
     assert result.returncode == 0, result.stderr
     assert "12.57" in result.stdout and "77.3" in result.stdout and "309.3" in result.stdout
+
+
+def test_save_fp16_writes_the_deployment_checkpoint(tmp_path, sanet_cli):
+    torch.manual_seed(0)
+    trained = build_model("sanet", 11)  # with the training-only auxiliary head
+    save_checkpoint(tmp_path / "best.safetensors", trained)
+    out = tmp_path / "ship.safetensors"
+    result = sanet_cli("info", tmp_path / "best.safetensors", "--save-fp16", out)
+    assert result.returncode == 0 and "sha256" in result.stdout, result.stderr
+    state, config, _ = read_checkpoint(out)
+    assert not any(key.startswith("conv_out16.") for key in state) and config.aux_head is False
+    assert {value.dtype for value in state.values() if value.is_floating_point()} == {torch.float16}
+    shipped = load_model(out)
+    for key, value in shipped.state_dict().items():  # the float32 network holds the fp16-rounded weights
+        want = trained.state_dict()[key]
+        assert torch.equal(value, want.half().float() if want.is_floating_point() else want), key
+    refused = sanet_cli("info", tmp_path / "best.safetensors", "--save-fp16", tmp_path / "ship.pt")
+    assert refused.returncode == 1 and "*.safetensors" in refused.stderr and not (tmp_path / "ship.pt").exists()
