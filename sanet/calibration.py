@@ -22,7 +22,7 @@ import os
 import tempfile
 import warnings
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -226,24 +226,13 @@ def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_di
     (``QuantizeBias=False``): TensorRT 10/11 dequantize only int8/fp8, never the INT32 bias tensors.
     With ``config.ranges_from`` the ranges are collected on that export at the manifest's resolution instead.
     """
-    from .export import read_metadata, read_nodes
+    from .export import read_nodes
 
     require("onnxruntime", "pip install 'sanet[onnx]'")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    meta = read_metadata(onnx_path, required=True)
+    meta = _check_calibration_source(onnx_path, config.ranges_from, manifest)
     calibrated = config.ranges_from or onnx_path
-    calibrated_meta = read_metadata(calibrated, required=True) if config.ranges_from else meta
-    same = ("sanet.variant", "sanet.classes", "sanet.source_sha256", "sanet.opset", "sanet.input_layout", "sanet.output")
-    if any(calibrated_meta.get(key) != meta.get(key) for key in same):
-        raise SanetError("{} and {} are not the same network (variant, classes, weights, opset, layout or output differ): "
-                         "calibrate at the model's own resolution".format(calibrated, onnx_path))
-    resolution = calibrated_meta.get("sanet.resolution")
-    if resolution != "{}x{}".format(*manifest["resolution"]):
-        raise SanetError("calibration crops are {}x{} but {} is {}: plan crops at the model's resolution".format(
-            manifest["resolution"][0], manifest["resolution"][1], calibrated, resolution))
-    if meta.get("sanet.precision", "fp32") != "fp32":
-        raise SanetError("{} is already quantized: quantize the FP32 export".format(onnx_path))
     if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
         raise SanetError("this onnxruntime cannot take precomputed activation ranges (no calibration_cache_path): "
                          "pip install -U onnxruntime")
@@ -255,8 +244,8 @@ def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_di
     symmetric = config.activations == "int8"
     with contextlib.ExitStack() as stack:
         folder = cache_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="sanet-calib-"))
-        key = {"manifest": manifest["sha256"], "onnx": sha256_file(calibrated), "method": config.method,
-               "activations": config.activations, "format": RANGES_FORMAT}
+        # Not keyed by the activation type: the ranges are the same, the quantizer derives int8 or uint8 scales from them.
+        key = {"manifest": manifest["sha256"], "onnx": sha256_file(calibrated), "method": config.method, "format": RANGES_FORMAT}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         cache = CalibrationCache(os.path.join(folder, "ort-ranges-{}.json".format(digest)), key)
         if cache.read() is None:
@@ -280,6 +269,27 @@ def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_di
                 extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": False})
             _stamp(tmp, meta, manifest, config)
     return out_path
+
+
+def _check_calibration_source(onnx_path, ranges_from, manifest):
+    """The metadata of the FP32 export ``onnx_path``, after checking that the crops fit the export calibrated
+    (``ranges_from`` when given, which must be the same network at another resolution)."""
+    from .export import read_metadata
+
+    meta = read_metadata(onnx_path, required=True)
+    calibrated = ranges_from or onnx_path
+    calibrated_meta = read_metadata(calibrated, required=True) if ranges_from else meta
+    same = ("sanet.variant", "sanet.classes", "sanet.source_sha256", "sanet.opset", "sanet.input_layout", "sanet.output")
+    if any(calibrated_meta.get(key) != meta.get(key) for key in same):
+        raise SanetError("{} and {} are not the same network (variant, classes, weights, opset, layout or output differ): "
+                         "calibrate at the model's own resolution".format(calibrated, onnx_path))
+    resolution = calibrated_meta.get("sanet.resolution")
+    if resolution != "{}x{}".format(*manifest["resolution"]):
+        raise SanetError("calibration crops are {}x{} but {} is {}: plan crops at the model's resolution".format(
+            manifest["resolution"][0], manifest["resolution"][1], calibrated, resolution))
+    if meta.get("sanet.precision", "fp32") != "fp32":
+        raise SanetError("{} is already quantized: quantize the FP32 export".format(onnx_path))
+    return meta
 
 
 def _check_ranges_cover(ranges_path, onnx_path, ranges_from):
@@ -411,45 +421,53 @@ def collect_ranges(onnx_path, batches, method, budget=SEGMENT_BYTES, report=None
     """Activation ranges of an FP32 ONNX over ``batches`` (input arrays in its layout) for ONNX Runtime's
     quantizer (a TensorsData), streamed: one crop and one graph segment in memory at a time."""
     onnx = require("onnx", "pip install 'sanet[onnx]'")
-    ort = require("onnxruntime", "pip install 'sanet[onnx]'")
-    from .export import INPUT_NAME
-
     if method not in METHODS:
         raise SanetError("unknown calibration method {!r}: use {}".format(method, ", ".join(METHODS)))
     proto = onnx.load(os.fspath(onnx_path))
     wanted = calibrated_tensors(proto, _tensor_types(proto))
+    accumulator = _RangeAccumulator(method)
+    with _quiet():
+        stream_tensors(proto, batches, wanted, accumulator.add, budget, report, "calibration ({})".format(method))
+        return accumulator.result()
+
+
+def stream_tensors(proto, batches, wanted, visit, budget=SEGMENT_BYTES, report=None, label="calibration"):
+    """Run the FP32 graph ``proto`` over ``batches`` one graph segment at a time and call ``visit(name, array)`` with
+    every ``wanted`` tensor (the input included) of each batch; a tensor is dropped after its last reader. Returns
+    the number of batches."""
+    ort = require("onnxruntime", "pip install 'sanet[onnx]'")
+    from .export import INPUT_NAME
+
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = False  # an arena per segment would keep each segment's peak for good
     segments = []
     for model, inputs, outputs in graph_segments(proto, wanted, budget):
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         segments.append(_Segment(session, inputs, outputs))
-    del proto
     last_use = {}
     for index, segment in enumerate(segments):
         last_use.update((name, index) for name in segment.inputs)
-    accumulator, count = _RangeAccumulator(method), 0
-    with _quiet():
-        for batch in batches:
-            values = {INPUT_NAME: batch}
-            if INPUT_NAME in wanted:
-                accumulator.add(INPUT_NAME, batch)
-            for index, segment in enumerate(segments):
-                results = segment.session.run(segment.outputs, {name: values[name] for name in segment.inputs})
-                for name, array in zip(segment.outputs, results):
-                    if name in wanted:
-                        accumulator.add(name, array)
-                    if last_use.get(name, -1) > index:
-                        values[name] = array
-                del results
-                for name in [n for n in values if last_use.get(n, -1) <= index]:
-                    del values[name]
-            count += 1
-            if report:
-                report("calibration ({}): crop batch {}".format(method, count))
-        if not count:
-            raise SanetError("no calibration batches: plan at least one batch of crops")
-        return accumulator.result()
+    count = 0
+    for batch in batches:
+        values = {INPUT_NAME: batch}
+        if INPUT_NAME in wanted:
+            visit(INPUT_NAME, batch)
+        for index, segment in enumerate(segments):
+            results = segment.session.run(segment.outputs, {name: values[name] for name in segment.inputs})
+            for name, array in zip(segment.outputs, results):
+                if name in wanted:
+                    visit(name, array)
+                if last_use.get(name, -1) > index:
+                    values[name] = array
+            del results
+            for name in [n for n in values if last_use.get(n, -1) <= index]:
+                del values[name]
+        count += 1
+        if report:
+            report("{}: crop batch {}".format(label, count))
+    if not count:
+        raise SanetError("no calibration batches: plan at least one batch of crops")
+    return count
 
 
 @contextlib.contextmanager
@@ -482,13 +500,18 @@ def _stamp(path, meta, manifest, config):
 
     onnx = require("onnx", "pip install 'sanet[onnx]'")
     proto = onnx.load(path)
-    set_metadata(proto, dict(meta, **{
-        "sanet.precision": "int8", "sanet.quantization": "qdq", "sanet.int8_activations": config.activations,
-        "sanet.calibration_method": config.method, "sanet.calibration_sha256": manifest["sha256"],
-        "sanet.calibration_resolution": "{}x{}".format(*manifest["resolution"]),
-        "sanet.float_groups": ",".join(config.keep),
-    }))
+    set_metadata(proto, _quantized_metadata(meta, manifest, "qdq", config.activations, config.method, config.keep))
     onnx.save(proto, path)
+
+
+def _quantized_metadata(meta, manifest, quantization, activations, method, keep):
+    """The export's metadata plus how it was quantized (``quantization``: qdq, or classic-emulation for CPU only)."""
+    return dict(meta, **{
+        "sanet.precision": "int8", "sanet.quantization": quantization, "sanet.int8_activations": activations,
+        "sanet.calibration_method": method, "sanet.calibration_sha256": manifest["sha256"],
+        "sanet.calibration_resolution": "{}x{}".format(*manifest["resolution"]),
+        "sanet.float_groups": ",".join(keep),
+    })
 
 
 def quantize_with_fallback(onnx_path, out_path, manifest, config: QuantizeConfig, reference, dataset,
@@ -530,3 +553,314 @@ def _fallback_loop(onnx_path, out_path, manifest, config, reference, dataset, bu
                              "check the calibration crops or use FP16".format("; ".join(result.failures)))
         keep.append(remaining[0])
         moved.append(remaining[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# TensorRT 8.5's classic route (implicit quantization with IInt8EntropyCalibrator2 / IInt8MinMaxCalibrator),
+# emulated on CPU as a Q/DQ model that ONNX Runtime runs.
+#
+# Sources of the algorithm (read, not copied):
+# - Szymon Migacz, "8-bit Inference with TensorRT", GTC 2017: per-tensor histogram of |x| (2048 bins), candidate
+#   thresholds from bin 128 up, P = the first i bins with the clipped tail added to the last one, Q = those bins
+#   merged into 128 levels and expanded back over their non-empty bins, threshold at the minimum of KL(P || Q).
+# - NVIDIA's MLPerf Inference v0.5 calibration notes (mlcommons/inference_results_v0.5, closed/NVIDIA/calibration.md,
+#   "TensorRT ... implements the scheme described above"): the histogram's range is set by the first batch and
+#   doubled (bin width kept) when a later batch exceeds it; its first bin is discarded (ReLU zeros); the range is
+#   the centre of the chosen bin; min-max is max |x|; weights are per output channel, max |w|; max-pooling takes
+#   its output's range for its input.
+# - TensorRT Developer Guide (8.5), "INT8 Calibration": EntropyCalibrator2 and MinMaxCalibrator calibrate before
+#   layer fusion, so every tensor of the parsed network gets a range, and the builder then picks INT8 kernels.
+# - NVIDIA/TensorRT tools/pytorch-quantization, calib/histogram.py (release/8.5): the same KL search with grouping
+#   bin j -> j * 128 // i and empty bins left empty.
+
+CLASSIC_METHODS = ("entropy", "minmax")
+CLASSIC_FORMAT = 1  # bump when the ranges or their cache layout change
+HISTOGRAM_BINS = 2048  # bins up to the first batch's max |x| (Migacz); later maxima double the count
+QUANTIZED_BINS = 128  # levels of |x| in symmetric int8 (0..127)
+INT8_MAX = 127.0
+CONV_OPS = ("Conv",)
+POOL_OPS = ("MaxPool",)  # int8 kernels that do not change the range: the input takes the output's range
+
+
+def entropy_divergences(hist, levels=QUANTIZED_BINS):
+    """KL(P || Q) of the entropy calibration for every candidate bin count ``i = levels .. len(hist)``.
+
+    ``hist``: (N,) counts of |x| in equal bins from 0 (the caller discards bin 0). P is ``hist[:i]`` with the counts
+    beyond bin i-1 added to bin i-1 (what clipping at the threshold does); Q is ``hist[:i]`` merged into ``levels``
+    groups (bin j -> group j * levels // i) and expanded back: each group's count spread evenly over its non-empty
+    bins, empty bins left empty. Both normalised; KL is inf where P > 0 = Q (an empty last bin taking the tail).
+    Computed per group from prefix sums, O(levels) per candidate:
+    KL = [sum_j P'_j log P'_j - sum_g P'_g log(T_g / n_g)] / S - log S + log S_i, with P' the clipped counts,
+    T_g and n_g a group's count and non-empty bins, S the total and S_i the count below the threshold.
+    Returns (N - levels + 1,) float64; entry k belongs to ``i = levels + k``.
+    """
+    h = np.asarray(hist, np.float64)
+    if h.ndim != 1 or len(h) < levels:
+        raise SanetError("the entropy calibration needs a 1-D histogram of at least {} bins".format(levels))
+    nonzero = h > 0
+
+    def xlogx(x):
+        return np.where(x > 0, x * np.log(np.where(x > 0, x, 1.0)), 0.0)
+
+    hlogh = xlogx(h)
+    counts, filled, entropy_sums = (np.concatenate([[0.0], np.cumsum(v)]) for v in (h, nonzero, hlogh))
+    candidates = np.arange(levels, len(h) + 1)  # (K,) bins kept
+    bounds = (np.arange(levels + 1)[None, :] * candidates[:, None] + levels - 1) // levels  # (K, levels+1) first bin of each group
+    totals = counts[bounds[:, 1:]] - counts[bounds[:, :-1]]  # (K, levels) T_g
+    bins = filled[bounds[:, 1:]] - filled[bounds[:, :-1]]  # (K, levels) n_g
+    total, kept = counts[-1], counts[candidates]
+    tail, last = total - kept, h[candidates - 1]
+    clipped = totals.copy()
+    clipped[:, -1] += tail  # the last group holds the last bin, which takes the tail
+    per_bin = np.log(np.where(bins > 0, totals / np.maximum(bins, 1), 1.0))
+    cross = np.sum(np.where(bins > 0, clipped * per_bin, 0.0), axis=1)
+    own = entropy_sums[candidates] - hlogh[candidates - 1] + xlogx(last + tail)
+    with np.errstate(divide="ignore"):
+        divergence = (own - cross) / total - np.log(total) + np.log(kept)
+    divergence[((last == 0) & (tail > 0)) | (kept == 0)] = np.inf
+    return divergence
+
+
+class AbsHistogram:
+    """Streamed histogram of |x| for one tensor: ``HISTOGRAM_BINS`` equal bins up to the first non-zero batch's max;
+    a later batch beyond the range doubles the bin count (same width) until it fits. Also keeps max |x|."""
+
+    def __init__(self, bins=HISTOGRAM_BINS):
+        self.initial_bins, self.width, self.counts, self.amax = bins, None, None, 0.0
+
+    def add(self, array):
+        magnitude = np.abs(np.asarray(array, np.float32).ravel())
+        peak = float(magnitude.max()) if magnitude.size else 0.0
+        if not np.isfinite(peak):
+            raise SanetError("a calibration tensor holds inf/NaN: the FP32 model overflows on the calibration crops")
+        self.amax = max(self.amax, peak)
+        if self.width is None:
+            if peak == 0.0:
+                return  # all zeros: they fall in bin 0, which the entropy calibration discards anyway
+            self.width = peak / self.initial_bins
+            self.counts = np.zeros(self.initial_bins, np.int64)
+        while peak > self.width * len(self.counts):
+            self.counts = np.concatenate([self.counts, np.zeros_like(self.counts)])
+        index = np.minimum((magnitude / np.float32(self.width)).astype(np.intp), len(self.counts) - 1)
+        self.counts += np.bincount(index, minlength=len(self.counts))
+
+    def entropy_amax(self, levels=QUANTIZED_BINS):
+        """The entropy calibrator's |x| threshold: the centre of the last kept bin at the minimum divergence."""
+        if self.counts is None:
+            return 0.0
+        hist = self.counts.copy()
+        hist[0] = 0  # mostly exact zeros (ReLU): they say nothing about where to clip
+        if not hist.any():
+            return self.amax
+        best = levels + int(np.argmin(entropy_divergences(hist, levels)))
+        return min(self.amax, (best - 0.5) * self.width)
+
+
+@dataclass
+class ClassicPlan:
+    """Where TensorRT's implicit INT8 would run, on the tensors of an FP32 export (see :func:`classic_plan`)."""
+
+    activations: List[str]  # tensors an INT8 layer reads: stored in INT8 with a calibrated per-tensor scale
+    weights: Dict[str, str]  # convolution weight initializer -> its Conv node: per-output-channel INT8
+    pooled: Dict[str, str]  # MaxPool input -> its output: the input takes the output's range
+    fused: List[str]  # tensors inside a fused INT8 layer (conv -> ReLU / residual Add): float32, never stored
+
+
+def classic_plan(proto, keep=()):
+    """The INT8 layers of TensorRT's implicit quantization in an FP32 SANet export, and the tensors they read.
+    Layers of the groups in ``keep`` (module paths, e.g. sff2.conv_2) run in float, as ``--int8-keep`` pins them.
+
+    Assumptions (TensorRT picks kernels by timing, so these are the stated model, not a trace of a build):
+    - Every Conv runs INT8 (BatchNorm is already folded into it by the export): its data input is stored in INT8,
+      its weights are quantized per output channel with max |w|, its bias stays float.
+    - A Conv whose only reader is a ReLU fuses it; a Conv whose only reader is an Add fuses that residual add (and a
+      ReLU after it): the add's other input is read in INT8. Where both inputs of the add are such convs (a ResNet
+      block with a downsample branch), the later one in graph order takes the add and the other is stored in INT8.
+    - MaxPool runs INT8 in and out with one range (its output's, propagated to its input).
+    - Every other layer (SCE's MatMuls, Resize, Sigmoid, the GeM chain, element-wise Mul/Add between float tensors,
+      Concat, Slice, Reshape, DepthToSpace) runs in float; an INT8 layer whose readers are all float writes float
+      (TensorRT's INT8 convolutions have float-output kernels), so the classifier's logits are not quantized.
+    - A tensor stored in INT8 is seen quantized by every reader, float ones included.
+    """
+    from .export import INPUT_NAME
+
+    names = [node.name for node in proto.graph.node]
+    unknown = [group for group in keep if not group_nodes(names, group)]
+    if unknown:
+        raise SanetError("no layers named {} in this export: groups are module paths such as {}".format(
+            unknown[0], ", ".join(FALLBACK_ORDER)))
+    floats = {name for group in keep for name in group_nodes(names, group)}
+    initializers = {init.name for init in proto.graph.initializer}
+    readers = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    producer = {name: node for node in proto.graph.node for name in node.output}
+    order = {id(node): index for index, node in enumerate(proto.graph.node)}
+
+    def only_reader(name, op_type):
+        found = readers.get(name, [])
+        return found[0] if len(found) == 1 and found[0].op_type == op_type and found[0].name not in floats else None
+
+    stored, fused, weights, pooled = set(), set(), {}, {}
+    for node in proto.graph.node:
+        if node.name in floats:
+            continue
+        if node.op_type in CONV_OPS:
+            stored.add(node.input[0])
+            weights[node.input[1]] = node.name
+            if only_reader(node.output[0], "Relu") is not None:
+                fused.add(node.output[0])
+        elif node.op_type in POOL_OPS:
+            stored.update((node.input[0], node.output[0]))
+            pooled[node.input[0]] = node.output[0]
+        elif node.op_type == "Add":
+            convs = [name for name in node.input if name in producer and producer[name].op_type in CONV_OPS
+                     and producer[name].name not in floats and only_reader(name, "Add") is node]
+            if not convs:
+                continue
+            taken = max(convs, key=lambda name: order[id(producer[name])])
+            fused.add(taken)
+            stored.update(name for name in node.input if name != taken and name not in initializers)
+            if only_reader(node.output[0], "Relu") is not None:
+                fused.add(node.output[0])
+    graph_order = [INPUT_NAME] + [name for node in proto.graph.node for name in node.output]
+    return ClassicPlan([name for name in graph_order if name in stored], weights, pooled,
+                       [name for name in graph_order if name in fused])
+
+
+def classic_ranges(proto, batches, tensors, budget=SEGMENT_BYTES, report=None):
+    """{"entropy": {name: amax}, "minmax": {name: amax}} of ``tensors`` of the FP32 graph over ``batches``, in one
+    streamed pass (TensorRT calibrates the FP32 network; both calibrators read the same histograms)."""
+    histograms = {name: AbsHistogram() for name in tensors}
+    stream_tensors(proto, batches, set(tensors), lambda name, array: histograms[name].add(array), budget, report,
+                   "classic calibration")
+    return {"entropy": {name: float(h.entropy_amax()) for name, h in histograms.items()},
+            "minmax": {name: float(h.amax) for name, h in histograms.items()}}
+
+
+def _scale(amax):
+    """Symmetric int8 scale of a range; a range of 0 (a tensor that was 0 on every crop) keeps it 0."""
+    return np.where(amax > 0, amax / INT8_MAX, np.finfo(np.float32).tiny).astype(np.float32)
+
+
+def classic_model(proto, plan: ClassicPlan, amax):
+    """The FP32 graph with Q/DQ where ``plan`` runs INT8: per-tensor symmetric int8 on each stored activation (scale
+    amax / 127 from ``amax`` {tensor: range}, MaxPool inputs taking their output's), per-output-channel int8
+    weights (max |w| / 127), float biases. Readers of a stored tensor read its dequantized copy. -> new ModelProto"""
+    onnx = require("onnx", "pip install 'sanet[onnx]'")
+    from onnx import helper, numpy_helper
+
+    ranges = dict(amax)
+    ranges.update((source, ranges[output]) for source, output in plan.pooled.items() if output in ranges)
+    missing = [name for name in plan.activations if name not in ranges]
+    if missing:
+        raise SanetError("no calibrated range for {} tensors (e.g. {}): recalibrate this export".format(len(missing), missing[0]))
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    graph = model.graph
+    stored = set(plan.activations)
+    nodes, initializers = [], []
+    for init in graph.initializer:
+        if init.name not in plan.weights:
+            continue
+        weight = numpy_helper.to_array(init).astype(np.float32)  # (C_out, C_in/groups, k...)
+        scale = _scale(np.abs(weight.reshape(len(weight), -1)).max(axis=1))
+        quantized = np.clip(np.round(weight / scale.reshape(-1, *[1] * (weight.ndim - 1))), -INT8_MAX, INT8_MAX)
+        initializers += [numpy_helper.from_array(quantized.astype(np.int8), init.name + "_int8"),
+                         numpy_helper.from_array(scale, init.name + "_scale"),
+                         numpy_helper.from_array(np.zeros(len(weight), np.int8), init.name + "_zero")]
+        nodes.append(helper.make_node("DequantizeLinear", [init.name + "_int8", init.name + "_scale", init.name + "_zero"],
+                                      [init.name], name=init.name + "_dequantize", axis=0))
+    kept = [init for init in graph.initializer if init.name not in plan.weights]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + initializers)
+
+    def quantize(name):
+        """Q/DQ of one stored tensor: ``name`` -> ``name``_int8 -> ``name``_dequantized."""
+        graph.initializer.extend([numpy_helper.from_array(_scale(np.float32(ranges[name])), name + "_scale"),
+                                  numpy_helper.from_array(np.int8(0), name + "_zero")])
+        args = [name + "_scale", name + "_zero"]
+        return [helper.make_node("QuantizeLinear", [name] + args, [name + "_int8"], name=name + "_quantize"),
+                helper.make_node("DequantizeLinear", [name + "_int8"] + args, [name + "_dequantized"],
+                                 name=name + "_dequantize")]
+
+    for value in graph.input:
+        if value.name in stored:
+            nodes.extend(quantize(value.name))
+    for node in proto.graph.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        for position, name in enumerate(copy.input):
+            if name in stored:
+                copy.input[position] = name + "_dequantized"
+        nodes.append(copy)
+        for name in node.output:
+            if name in stored:
+                nodes.extend(quantize(name))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
+def classic_qdq(onnx_path, out_path, manifest, method="entropy", keep=(), cache_dir=None, report=None):
+    """Write the CPU emulation of TensorRT 8.5's classic INT8 route for the FP32 export ``onnx_path``, calibrated on
+    the manifest's crops with ``method`` (entropy: IInt8EntropyCalibrator2, minmax: IInt8MinMaxCalibrator), layer
+    groups in ``keep`` left in float; returns ``out_path``. Layers outside INT8 stay float32 here (the engine runs
+    them in FP16: the FP16 emulation measures that part). Both methods' ranges come from one streamed pass; with
+    ``cache_dir`` they are kept, keyed by model, crops and the tensors calibrated."""
+    onnx = require("onnx", "pip install 'sanet[onnx]'")
+    from .export import set_metadata
+
+    if method not in CLASSIC_METHODS:
+        raise SanetError("TensorRT calibrators are {}, not {!r}".format(" or ".join(CLASSIC_METHODS), method))
+    meta = _check_calibration_source(onnx_path, None, manifest)
+    proto = onnx.load(os.fspath(onnx_path))
+    plan = classic_plan(proto, keep)
+    wanted = sorted({name for name in plan.activations if name not in plan.pooled} | set(plan.pooled.values()))
+    with contextlib.ExitStack() as stack:
+        folder = cache_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="sanet-calib-"))
+        key = {"manifest": manifest["sha256"], "onnx": sha256_file(onnx_path), "route": "classic", "format": CLASSIC_FORMAT,
+               "tensors": hashlib.sha256("\n".join(wanted).encode()).hexdigest()}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        cache = CalibrationCache(os.path.join(folder, "classic-ranges-{}.json".format(digest)), key)
+        cached = cache.read()
+        if cached is None:
+            info = RunnerInfo.from_metadata(meta, "onnxruntime", "cpu")
+            batches = (info.preprocess.to_input(images) for images in iter_batches(manifest, int(meta.get("sanet.batch", "1"))))
+            ranges = classic_ranges(proto, batches, wanted, report=report)
+            cache.write(json.dumps(ranges, sort_keys=True).encode())
+        else:
+            try:
+                ranges = json.loads(cached.decode())
+            except ValueError as exc:
+                raise SanetError("calibration cache {} is corrupt ({}): delete it to recalibrate".format(cache.path, exc)) from exc
+    if report:
+        report("classic INT8 emulation ({}): {} convolutions with int8 weights, {} tensors stored in int8, {} fused into "
+               "their convolution".format(method, len(plan.weights), len(plan.activations), len(plan.fused)))
+    model = classic_model(proto, plan, ranges[method])
+    set_metadata(model, _quantized_metadata(meta, manifest, "classic-emulation", "int8", method, keep))
+    onnx.checker.check_model(model)
+    with atomic_path(out_path) as tmp:
+        onnx.save(model, tmp)
+    return out_path
+
+
+def classic_emulation(onnx_path, calib_root, count=64, method="entropy", keep=(), report=None):
+    """``sanet-parity --emulate int8-classic``: calibrate ``count`` random crops of ``calib_root`` at the export's
+    resolution and write the classic-route emulation next to the FP32 export, as ``{stem}_int8_classic_{method}.onnx``
+    (ranges cached in its folder's calibration-cache/); returns its path."""
+    from .export import read_metadata
+
+    resolution = read_metadata(onnx_path, required=True).get("sanet.resolution", "dynamic")
+    if "x" not in resolution:
+        raise SanetError("{} has dynamic H x W: the classic emulation calibrates a static export (drop --dynamic)".format(onnx_path))
+    height, width = (int(v) for v in resolution.split("x"))
+    manifest = plan_crops(calib_root, CropConfig(height, width, count=count))
+    folder = os.path.dirname(os.path.abspath(onnx_path))
+    stem = os.path.splitext(os.path.basename(onnx_path))[0]
+    out = os.path.join(folder, "{}_int8_classic_{}.onnx".format(stem, method))
+    classic_qdq(onnx_path, out, manifest, method, tuple(keep), os.path.join(folder, "calibration-cache"), report)
+    if report:
+        report("classic INT8 emulation written: {}".format(out))
+    return out

@@ -241,7 +241,9 @@ def parity_parser():
     return groups.parser("sanet-parity", parity_main.__doc__, [
         "sanet-parity best.safetensors --onnx exports/sanet_1024x2048_b1.onnx --data data/cityscapes",
         "sanet-parity best.safetensors --engine exports/sanet_1024x2048_b1_int8.plan --data data/cityscapes",
-        "sanet-parity best.safetensors --onnx exports/sanet_512x1024_b1.onnx --emulate fp16 --data data/synth"],
+        "sanet-parity best.safetensors --onnx exports/sanet_512x1024_b1.onnx --emulate fp16 --data data/synth",
+        "sanet-parity best.safetensors --onnx exports/sanet_360x480_b1.onnx --emulate int8-classic --calib "
+        "data/camvid/train --data data/camvid --dataset camvid"],
         RUNNER, PARITY_DATA, PARITY, JSON)
 
 

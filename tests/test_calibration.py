@@ -1,5 +1,6 @@
 """INT8 calibration: crops and manifests, caches, the Q/DQ route on ONNX Runtime CPU, the auto-fallback loop."""
 import json
+import math
 import os
 
 import numpy as np
@@ -8,10 +9,16 @@ import pytest
 
 from sanet.calibration import (
     FALLBACK_ORDER,
+    HISTOGRAM_BINS,
+    AbsHistogram,
     CalibrationCache,
     CropConfig,
     QuantizeConfig,
+    classic_model,
+    classic_plan,
+    classic_qdq,
     collect_ranges,
+    entropy_divergences,
     find_calibration_images,
     graph_segments,
     iter_batches,
@@ -25,7 +32,7 @@ from sanet.calibration import (
 from sanet.data import open_dataset, write_png
 from sanet.errors import SanetError
 from sanet.export import read_metadata
-from sanet.parity import BUDGETS, Budget, compare
+from sanet.parity import BUDGETS, Budget, MemoRunner, compare
 from sanet.runners import OrtRunner, TorchRunner
 
 pytestmark = pytest.mark.filterwarnings("ignore:calibrating on only")
@@ -301,3 +308,180 @@ def test_export_calibrates_once_with_calib_res(synth_small, tmp_path, sanet_cli)
         assert meta["sanet.resolution"] == size and meta["sanet.calibration_resolution"] == "64x128"
     result = export("--calib-res", "100", "100", "-o", tmp_path / "bad")
     assert result.returncode == 1 and "multiples of 8" in result.stderr and not (tmp_path / "bad").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# TensorRT 8.5's classic calibrators, emulated
+
+
+def brute_force_divergences(hist, levels):
+    """Migacz's entropy calibration written out literally, one candidate at a time (the reference for the
+    vectorised search): P = the first i bins with the tail folded into the last, Q = those bins merged into
+    ``levels`` groups and spread back over each group's non-empty bins, KL(P || Q) of the normalised pair."""
+    divergences = []
+    for i in range(levels, len(hist) + 1):
+        p = [float(v) for v in hist[:i]]
+        p[-1] += float(sum(hist[i:]))
+        q = [0.0] * i
+        for group in range(levels):
+            members = [j for j in range(i) if j * levels // i == group]
+            filled = [j for j in members if hist[j] > 0]
+            for j in filled:
+                q[j] = sum(float(hist[m]) for m in members) / len(filled)
+        p_total, q_total, kl = sum(p), sum(q), 0.0
+        for pj, qj in zip(p, q):
+            if pj > 0:
+                kl = kl + pj / p_total * math.log((pj / p_total) / (qj / q_total)) if qj > 0 else math.inf
+        divergences.append(kl)
+    return np.array(divergences)
+
+
+def test_entropy_calibrator_agrees_with_a_brute_force_kl_search():
+    rng = np.random.default_rng(0)
+    hist = np.round(2000 * np.exp(-np.arange(300) / 20.0)).astype(np.int64)  # a decaying |x| histogram ...
+    hist[rng.random(300) < 0.15] = 0  # ... with empty bins
+    hist[[260, 285, 299]] = [3, 1, 2]  # and a sparse far tail
+    hist[0] = 0
+    ours, reference = entropy_divergences(hist, levels=64), brute_force_divergences(hist, levels=64)
+    assert ours.shape == reference.shape == (300 - 64 + 1,)
+    finite = np.isfinite(reference)
+    assert np.array_equal(np.isfinite(ours), finite) and not finite.all() and finite.sum() > 50
+    assert ours[finite] == pytest.approx(reference[finite], abs=1e-12)
+    assert np.argmin(ours) == np.argmin(reference) and 64 + np.argmin(ours) < 260  # the tail is clipped
+
+
+def test_streamed_histogram_entropy_and_minmax_ranges():
+    rng = np.random.default_rng(1)
+    values = rng.laplace(size=400_000).astype(np.float32)
+    values[:10] = 60.0  # outliers that min-max keeps and entropy clips
+    once, streamed = AbsHistogram(), AbsHistogram()
+    once.add(values)
+    streamed.add(values[10:] / 3)  # a first batch with a smaller range: later batches double the bin count ...
+    streamed.add(values[:10])
+    assert once.amax == streamed.amax == 60.0  # min-max: max |x| over every batch
+    assert len(streamed.counts) > HISTOGRAM_BINS and len(streamed.counts) % HISTOGRAM_BINS == 0
+    assert streamed.counts.sum() == once.counts.sum() == len(values)  # ... keeping every count
+    assert streamed.width == pytest.approx(np.abs(values[10:] / 3).max() / HISTOGRAM_BINS)
+    assert 3.0 < once.entropy_amax() < 20.0 and 3.0 < streamed.entropy_amax() < 20.0  # Laplace(1): clipped well below 60
+    relu = AbsHistogram()
+    relu.add(np.maximum(values, 0))
+    assert 0 < relu.entropy_amax() < relu.amax  # bin 0 (the ReLU zeros) is discarded, the rest decides
+    assert AbsHistogram().entropy_amax() == 0.0
+
+
+def _producers(graph):
+    return {name: node for node in graph.node for name in node.output}
+
+
+def test_classic_emulation_puts_qdq_where_tensorrt_runs_int8(exported, tmp_path):
+    model, paths = exported
+    proto = onnx.load(str(paths[(96, 192)]))
+    plan = classic_plan(proto)
+    ranges = {name: 4.0 + index for index, name in enumerate(plan.activations)}
+    emulated = classic_model(proto, plan, ranges)
+    graph = emulated.graph
+    producers, initializers = _producers(graph), {init.name: init for init in graph.initializer}
+
+    def scale_of(dequantized):
+        return float(onnx.numpy_helper.to_array(initializers[producers[dequantized].input[1]]))
+
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    assert len(convs) == len(plan.weights) == sum(node.op_type == "Conv" for node in proto.graph.node)
+    source = {init.name: onnx.numpy_helper.to_array(init) for init in proto.graph.initializer}
+    for conv in convs:
+        weight = producers[conv.input[1]]  # per-output-channel int8 weights, scale max |w| / 127
+        assert weight.op_type == "DequantizeLinear" and initializers[weight.input[0]].data_type == onnx.TensorProto.INT8
+        scales = onnx.numpy_helper.to_array(initializers[weight.input[1]])
+        original = source[conv.input[1]]
+        assert scales == pytest.approx(np.abs(original.reshape(len(original), -1)).max(axis=1) / 127, rel=1e-6)
+        data = producers[conv.input[0]]  # the data input is read in int8 with its calibrated scale
+        assert data.op_type == "DequantizeLinear" and producers[data.input[0]].op_type == "QuantizeLinear"
+        name = producers[data.input[0]].input[0]
+        assert scale_of(conv.input[0]) == pytest.approx(ranges[plan.pooled.get(name, name)] / 127, rel=1e-6)
+        if len(conv.input) > 2:
+            assert initializers[conv.input[2]].data_type == onnx.TensorProto.FLOAT  # bias stays float
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    residual = [node for node in graph.node if node.op_type == "Add" and "/resnet/" in node.name]
+    assert len(residual) == 8  # one per BasicBlock: the add fuses into conv2, its other input is read in int8
+    for add in residual:
+        kinds = sorted(producers[name].op_type for name in add.input)
+        assert kinds == ["Conv", "DequantizeLinear"], add.name
+        conv_output = next(name for name in add.input if producers[name].op_type == "Conv")
+        assert "conv2" in producers[conv_output].name and conv_output in plan.fused
+    pool = next(node for node in graph.node if node.op_type == "MaxPool")  # int8 in and out, one range
+    assert producers[pool.input[0]].op_type == "DequantizeLinear"
+    assert [reader.op_type for reader in readers[pool.output[0]]] == ["QuantizeLinear"]
+    assert scale_of(pool.input[0]) == pytest.approx(scale_of(pool.output[0] + "_dequantized"))
+    for node in graph.node:  # float layers read float constants; the logits are not quantized
+        if node.op_type in ("MatMul", "Resize", "Sigmoid"):
+            assert all(producers.get(name) is None or producers[name].op_type != "DequantizeLinear"
+                       or name.replace("_dequantized", "") in plan.activations for name in node.input)
+    assert producers["logits"].op_type == "DepthToSpace"
+    assert producers[producers["logits"].input[0]].op_type == "Conv"
+    kept = classic_model(proto, classic_plan(proto, keep=("sff2.conv_2",)), ranges)
+    float_convs = [node.name for node in kept.graph.node if node.op_type == "Conv"
+                   and node.input[1] not in _producers(kept.graph)]
+    assert float_convs == ["/model/sff2/conv_2/Conv"]
+    with pytest.raises(SanetError, match="no layers named"):
+        classic_plan(proto, keep=("decoder",))
+    path = tmp_path / "classic.onnx"
+    onnx.save(emulated, str(path))
+    import onnxruntime
+
+    logits = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"images": np.zeros((1, 3, 96, 192), np.float32)})[0]
+    assert logits.shape == (1, 19, 96, 192) and np.isfinite(logits).all()
+
+
+REAL_SIZE = (120, 160)  # CamVid's 360x480 frames at a third: small enough for CI, large enough for SCE's grids
+
+
+@pytest.fixture(scope="module")
+def camvid_fp32(shipped_camvid, camvid, tmp_path_factory, ort):
+    from sanet.checkpoints import load_model
+    from sanet.export import ExportConfig, export_onnx
+
+    model = load_model(shipped_camvid)
+    path = tmp_path_factory.mktemp("classic") / "camvid_fp32.onnx"
+    export_onnx(model, path, ExportConfig(*REAL_SIZE), source_sha256="camvid")
+    return model, path
+
+
+def test_classic_emulation_of_the_real_model_agrees_with_pytorch_on_real_frames(camvid_fp32, camvid, tmp_path):
+    from sanet.numerics import EmulatedRunner
+
+    model, source = camvid_fp32
+    manifest = plan_crops(str(camvid / "train"), CropConfig(*REAL_SIZE, count=8))
+    val = open_dataset(str(camvid), "camvid", "val")
+    reference = MemoRunner(TorchRunner(model))
+    cache = source.parent / "calibration-cache"  # where sanet-parity --emulate int8-classic looks (test below)
+    for method in ("entropy", "minmax"):
+        messages = []
+        out = classic_qdq(source, tmp_path / "{}.onnx".format(method), manifest, method, cache_dir=cache,
+                          report=messages.append)
+        meta = read_metadata(out)
+        assert meta["sanet.quantization"] == "classic-emulation" and meta["sanet.calibration_method"] == method
+        # one streamed calibration gives both calibrators' ranges: the second method reads the cache
+        assert sum("classic calibration: crop batch" in m for m in messages) == (8 if method == "entropy" else 0)
+        with EmulatedRunner(out, "int8") as candidate:
+            result = compare(reference, candidate, val, limit=3, progress=False)
+        # Quantized for real, yet the real model's class maps survive it; a broken scale or placement would not.
+        assert 0.95 <= result.pixel_agreement < 1.0, (method, result.to_dict())
+        assert result.miou_reference > 0.3 and abs(result.delta_miou) < 0.02, (method, result.to_dict())
+
+
+def test_parity_cli_emulates_the_classic_route(camvid_fp32, camvid, shipped_camvid, sanet_cli):
+    _, source = camvid_fp32
+    common = ("parity", shipped_camvid, "--onnx", source, "--data", camvid, "--dataset", "camvid", "--limit", "3")
+    result = sanet_cli(*common, "--emulate", "int8-classic", "--calib", camvid / "train", "--calib-count", "8")
+    written = source.parent / "camvid_fp32_int8_classic_entropy.onnx"
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "classic INT8 emulation written: {}".format(written) in result.stdout and "PASS" in result.stdout
+    assert read_metadata(written)["sanet.calibration_method"] == "entropy"
+    result = sanet_cli(*common, "--emulate", "int8-classic")
+    assert result.returncode == 1 and "add --calib DIR" in result.stderr
+    result = sanet_cli(*common, "--calib", camvid / "train")
+    assert result.returncode == 1 and "are for --emulate int8-classic" in result.stderr
