@@ -480,6 +480,13 @@ class ParityOptions:
         parser.add_argument("--budget", choices=sorted(BUDGETS), help="budget to apply (default: the candidate's precision)")
         parser.add_argument("--min-pixel-agreement", type=float, help="override the budget (fraction, e.g. 0.9999)")
         parser.add_argument("--max-delta-miou", type=float, help="override the budget (fraction, e.g. 0.001 = 0.1 pt)")
+        group = parser.add_argument_group("--emulate int8-classic (writes ONNX_int8_classic_METHOD.onnx next to --onnx)")
+        group.add_argument("--calib", help="calibration images: a Cityscapes root (uses leftImg8bit/train) or an image folder")
+        group.add_argument("--calib-count", type=int, default=64, help="number of calibration crops")
+        group.add_argument("--calib-method", choices=("entropy", "minmax"), default="entropy",
+                           help="TensorRT's calibrator: entropy (IInt8EntropyCalibrator2, the engine builder's) or minmax")
+        group.add_argument("--int8-keep", nargs="+", default=[], metavar="GROUP",
+                           help="layer groups left in float, as sanet-export --int8 --int8-keep pins them (default: none)")
 
     def check(self, args):
         for name in ("min_pixel_agreement", "max_delta_miou"):
@@ -490,11 +497,22 @@ class ParityOptions:
             raise SanetError("--emulate runs an exported model: add --onnx MODEL")
         if not args.checkpoint:
             raise SanetError("give the CHECKPOINT the candidate was exported from (the PyTorch FP32 reference)")
+        classic = args.emulate == "int8-classic"
+        if classic and not args.calib:
+            raise SanetError("--emulate int8-classic calibrates as TensorRT 8.5 does: add --calib DIR (training images)")
+        if not classic and (args.calib or args.int8_keep):
+            raise SanetError("--calib and --int8-keep are for --emulate int8-classic: add it or drop them")
+        positive("--calib-count", args.calib_count)
 
     def candidate(self, args, runner_source, model):
         if args.emulate:
             from .numerics import EmulatedRunner
 
+            if args.emulate == "int8-classic":
+                from .calibration import classic_emulation
+
+                path = classic_emulation(args.onnx, args.calib, args.calib_count, args.calib_method, args.int8_keep, print)
+                return EmulatedRunner(path, "int8")
             return EmulatedRunner(args.onnx, args.emulate)
         return runner_source.build(args, model)
 
@@ -503,13 +521,6 @@ class ParityOptions:
 
         emulated = "int8" if args.emulate == "int8-classic" else args.emulate
         base = BUDGETS.get(args.budget or emulated or precision, Budget())
-        group = parser.add_argument_group("--emulate int8-classic (writes ONNX_int8_classic_METHOD.onnx next to --onnx)")
-        group.add_argument("--calib", help="calibration images: a Cityscapes root (uses leftImg8bit/train) or an image folder")
-        group.add_argument("--calib-count", type=int, default=64, help="number of calibration crops")
-        group.add_argument("--calib-method", choices=("entropy", "minmax"), default="entropy",
-                           help="TensorRT's calibrator: entropy (IInt8EntropyCalibrator2, the engine builder's) or minmax")
-        group.add_argument("--int8-keep", nargs="+", default=[], metavar="GROUP",
-                           help="layer groups left in float, as sanet-export --int8 --int8-keep pins them (default: none)")
         return Budget(args.min_pixel_agreement if args.min_pixel_agreement is not None else base.min_pixel_agreement,
                       base.min_agreement_miou, args.max_delta_miou if args.max_delta_miou is not None else base.max_delta_miou)
 
@@ -520,22 +531,11 @@ class InferOptions:
     def add(self, parser):
         parser.add_argument("inputs", nargs="+", help="image/video files, folders, globs, a camera index (0) or an rtsp:// URL")
 
-        classic = args.emulate == "int8-classic"
-        if classic and not args.calib:
-            raise SanetError("--emulate int8-classic calibrates as TensorRT 8.5 does: add --calib DIR (training images)")
-        if not classic and (args.calib or args.int8_keep):
-            raise SanetError("--calib and --int8-keep are for --emulate int8-classic: add it or drop them")
-        positive("--calib-count", args.calib_count)
     def add_drawing(self, parser):
         parser.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="network input size for --checkpoint "
                             "(default: the runner's fixed size, else the frame's)")
         parser.add_argument("--palette", choices=["auto", "cityscapes", "camvid"], default="auto", help="mask colours")
         parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity in overlays, 0-1")
-            if args.emulate == "int8-classic":
-                from .calibration import classic_emulation
-
-                path = classic_emulation(args.onnx, args.calib, args.calib_count, args.calib_method, args.int8_keep, print)
-                return EmulatedRunner(path, "int8")
         parser.add_argument("--max-frames", type=int, help="stop each video/stream after N frames (default: until it ends)")
 
     def build(self, args):
