@@ -577,6 +577,8 @@ CLASSIC_METHODS = ("entropy", "minmax")
 CLASSIC_FORMAT = 1  # bump when the ranges or their cache layout change
 HISTOGRAM_BINS = 2048  # bins up to the first batch's max |x| (Migacz); later maxima double the count
 QUANTIZED_BINS = 128  # levels of |x| in symmetric int8 (0..127)
+MAX_BINS = 32 * HISTOGRAM_BINS  # a range 32x the first batch's; wider ranges merge bin pairs instead
+KL_CHUNK = 4096  # candidate thresholds evaluated at once in the KL search
 INT8_MAX = 127.0
 CONV_OPS = ("Conv",)
 POOL_OPS = ("MaxPool",)  # int8 kernels that do not change the range: the input takes the output's range
@@ -604,26 +606,31 @@ def entropy_divergences(hist, levels=QUANTIZED_BINS):
 
     hlogh = xlogx(h)
     counts, filled, entropy_sums = (np.concatenate([[0.0], np.cumsum(v)]) for v in (h, nonzero, hlogh))
-    candidates = np.arange(levels, len(h) + 1)  # (K,) bins kept
-    bounds = (np.arange(levels + 1)[None, :] * candidates[:, None] + levels - 1) // levels  # (K, levels+1) first bin of each group
-    totals = counts[bounds[:, 1:]] - counts[bounds[:, :-1]]  # (K, levels) T_g
-    bins = filled[bounds[:, 1:]] - filled[bounds[:, :-1]]  # (K, levels) n_g
-    total, kept = counts[-1], counts[candidates]
-    tail, last = total - kept, h[candidates - 1]
-    clipped = totals.copy()
-    clipped[:, -1] += tail  # the last group holds the last bin, which takes the tail
-    per_bin = np.log(np.where(bins > 0, totals / np.maximum(bins, 1), 1.0))
-    cross = np.sum(np.where(bins > 0, clipped * per_bin, 0.0), axis=1)
-    own = entropy_sums[candidates] - hlogh[candidates - 1] + xlogx(last + tail)
-    with np.errstate(divide="ignore"):
-        divergence = (own - cross) / total - np.log(total) + np.log(kept)
-    divergence[((last == 0) & (tail > 0)) | (kept == 0)] = np.inf
-    return divergence
+    total = counts[-1]
+    result = []
+    for start in range(levels, len(h) + 1, KL_CHUNK):  # (K, levels) arrays per chunk: memory stays bounded
+        candidates = np.arange(start, min(start + KL_CHUNK, len(h) + 1))  # (K,) bins kept
+        bounds = (np.arange(levels + 1)[None, :] * candidates[:, None] + levels - 1) // levels  # first bin of each group
+        totals = counts[bounds[:, 1:]] - counts[bounds[:, :-1]]  # (K, levels) T_g
+        bins = filled[bounds[:, 1:]] - filled[bounds[:, :-1]]  # (K, levels) n_g
+        kept = counts[candidates]
+        tail, last = total - kept, h[candidates - 1]
+        clipped = totals.copy()
+        clipped[:, -1] += tail  # the last group holds the last bin, which takes the tail
+        per_bin = np.log(np.where(bins > 0, totals / np.maximum(bins, 1), 1.0))
+        cross = np.sum(np.where(bins > 0, clipped * per_bin, 0.0), axis=1)
+        own = entropy_sums[candidates] - hlogh[candidates - 1] + xlogx(last + tail)
+        with np.errstate(divide="ignore"):
+            divergence = (own - cross) / total - np.log(total) + np.log(kept)
+        divergence[((last == 0) & (tail > 0)) | (kept == 0)] = np.inf
+        result.append(divergence)
+    return np.concatenate(result)
 
 
 class AbsHistogram:
     """Streamed histogram of |x| for one tensor: ``HISTOGRAM_BINS`` equal bins up to the first non-zero batch's max;
-    a later batch beyond the range doubles the bin count (same width) until it fits. Also keeps max |x|."""
+    a later batch beyond the range doubles the bin count (same width) until it fits. Beyond ``MAX_BINS`` (a first
+    batch of near zeros) pairs of bins merge instead, so memory stays bounded. Also keeps max |x|."""
 
     def __init__(self, bins=HISTOGRAM_BINS):
         self.initial_bins, self.width, self.counts, self.amax = bins, None, None, 0.0
@@ -640,6 +647,8 @@ class AbsHistogram:
             self.width = peak / self.initial_bins
             self.counts = np.zeros(self.initial_bins, np.int64)
         while peak > self.width * len(self.counts):
+            if len(self.counts) >= MAX_BINS:
+                self.counts, self.width = self.counts.reshape(-1, 2).sum(axis=1), self.width * 2
             self.counts = np.concatenate([self.counts, np.zeros_like(self.counts)])
         index = np.minimum((magnitude / np.float32(self.width)).astype(np.intp), len(self.counts) - 1)
         self.counts += np.bincount(index, minlength=len(self.counts))

@@ -10,6 +10,7 @@ import pytest
 from sanet.calibration import (
     FALLBACK_ORDER,
     HISTOGRAM_BINS,
+    MAX_BINS,
     AbsHistogram,
     CalibrationCache,
     CropConfig,
@@ -367,6 +368,10 @@ def test_streamed_histogram_entropy_and_minmax_ranges():
     relu.add(np.maximum(values, 0))
     assert 0 < relu.entropy_amax() < relu.amax  # bin 0 (the ReLU zeros) is discarded, the rest decides
     assert AbsHistogram().entropy_amax() == 0.0
+    capped = AbsHistogram()  # a first batch of near zeros: the range grows 10^7 x, the bins stop at MAX_BINS
+    capped.add(np.float32([1e-6, 0.0]))
+    capped.add(values)
+    assert len(capped.counts) == MAX_BINS and capped.counts.sum() == len(values) + 2 and capped.amax == 60.0
 
 
 def _producers(graph):
