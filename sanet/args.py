@@ -295,6 +295,27 @@ class Calibration:
     def wanted(self, args, int8_engine=False):
         return bool(args.calib) or int8_engine or (self.full and args.qdq)
 
+    def build_qat(self, args):
+        """For a QAT checkpoint (sanet.qat): its Q/DQ ONNX comes from the ranges it carries, so calibration flags are
+        refused (they would be ignored); CalibSettings carrying only the parity data, or None without it."""
+        from .pipeline import CalibSettings
+
+        given = [flag for flag, used in (
+            ("--calib", args.calib), ("--calib-method", args.calib_method), ("--calib-res", args.calib_res),
+            ("--int8-keep", args.int8_keep), ("--int8-fallback auto", args.int8_fallback == "auto"),
+            ("--qdq-activations uint8", args.qdq_activations == "uint8"), ("--int8-route classic", args.int8_route == "classic"))
+            if used]
+        if given:
+            raise SanetError("{} is a QAT checkpoint: INT8 takes the quantizer ranges it was trained with, so {} would be "
+                             "ignored: drop it".format(args.checkpoint, given[0]))
+        positive("--parity-limit", args.parity_limit)
+        if not args.parity_data:
+            return None
+        from .data import open_dataset
+
+        parity = open_dataset(args.parity_data, args.parity_dataset, args.parity_split, require_labels=False)
+        return CalibSettings(None, parity_dataset=parity, parity_limit=args.parity_limit)
+
     def build(self, args, int8_engine=False, batch=1, quiet=False):
         """CalibSettings, or None when nothing asks for INT8. Checks the folder holds images before any export."""
         from .calibration import find_calibration_images
@@ -338,7 +359,8 @@ class EngineBuild:
         for precision in PRECISIONS:
             group.add_argument("--" + precision, action="store_true", help="build a {} engine".format(precision.upper()))
         group.add_argument("--int8-route", choices=("auto", "classic", "qdq"), default="auto",
-                           help="auto: classic calibrator below TensorRT 10, Q/DQ ONNX from 10")
+                           help="auto: the route table's pick per TensorRT release (classic calibrator on 8.5, Q/DQ "
+                                "from 10; docs/tensorrt-routes.md)")
         group.add_argument("--workspace", type=int, default=2048, help="builder workspace limit in MiB")
         group.add_argument("--timing-cache", help="timing cache file reused across builds (default: OUT/timing.cache)")
         group.add_argument("--opt-level", type=int, help="builder optimisation level 0-5 (TensorRT >= 8.6; default: TensorRT's)")
@@ -358,7 +380,7 @@ class EngineBuild:
         if args.timing_cache and os.path.isdir(args.timing_cache):
             raise SanetError("--timing-cache {} is a folder: give a file path".format(args.timing_cache))
         config = EngineConfig("fp16", args.workspace, args.timing_cache, args.opt_level, args.dla_core, args.int8_route,
-                              args.calib_method if getattr(args, "calib_method", None) in ("entropy", "minmax") else "entropy")
+                              getattr(args, "calib_method", None))  # the route refuses a method it has no calibrator for
         return precisions, config
 
 
@@ -377,6 +399,10 @@ class ExportFormat:
                             help="float-nchw: normalised float input; uint8-nhwc: raw RGB frames, normalised in the graph")
         parser.add_argument("--output", choices=OUTPUTS, default=OUTPUTS[0], help="logits, or argmax class map in the graph")
         parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+        parser.add_argument("--dla-friendly", action="store_true",
+                            help="SCE pooling and SFF upsampling from ops Jetson DLAs run (exact average pools where "
+                                 "the bins are uniform; half-pixel 2x bilinear, close to align_corners: check parity); "
+                                 "docs/simulator.md")
 
     def build(self, args):
         """ExportConfig template (H, W are set per resolution)."""
@@ -386,7 +412,7 @@ class ExportFormat:
             raise SanetError("--opset {} is not supported: use {}-{} (17 for TensorRT 8.5 on Jetson)".format(args.opset, *OPSETS))
         positive("--batch", args.batch)
         return ExportConfig(opset=args.opset, batch=args.batch, input_layout=args.input_layout, output=args.output,
-                            simplify=not args.no_simplify)
+                            simplify=not args.no_simplify, dla_friendly=args.dla_friendly)
 
 
 class JsonReport:

@@ -1,15 +1,17 @@
 """TensorRT engines: build (FP32/FP16/INT8, DLA), provenance sidecars, and the TensorRT runner.
 
 One code path for TensorRT 8.5 (Jetson AGX Xavier, JetPack 5), 10 and 11: ``build_serialized_network``,
-memory-pool limits, named tensors and ``execute_async_v3``; version gates only where the API differs.
+memory-pool limits, named tensors and ``execute_async_v3``; version gates only where the API differs. Which ONNX
+an engine is built from, its typing and its precision flags come from ``sanet.routes.route_for``.
 Engines are plain plan files (``trtexec --loadEngine`` reads them). Each has a JSON sidecar recording what
 it was built from and for; loading refuses an engine whose sidecar does not match the running system.
 Sidecar, naming and system checks are plain Python so the CPU tests exercise them.
 """
-import copy
 import json
 import os
 import platform
+import re
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Tuple
@@ -19,11 +21,12 @@ import numpy as np
 from . import __version__
 from .errors import SanetError, require
 from .fileio import sha256_file, write_bytes_atomic, write_json_atomic
+from .routes import INT8_ROUTES, Route, check_source, route_for
 from .runners import DeviceRunner, RunnerInfo, TorchRunner, class_map_dtype, class_map_of
 
-SIDECAR_FORMAT = 1
+SIDECAR_FORMAT = 2  # 2: route, layer-group precisions and the reuse key
 PRECISIONS = ("fp32", "fp16", "int8")
-INT8_ROUTES = ("auto", "classic", "qdq")
+CALIBRATORS = ("entropy", "minmax")  # TensorRT's own calibrators (the classic route)
 TENSORRT_HINT = ("install TensorRT's Python package (JetPack ships it; on x86 use an NVIDIA TensorRT container) "
                  "and run on an NVIDIA GPU")
 # What must be identical between the build machine and the runtime for a plan file to be valid.
@@ -42,8 +45,8 @@ class EngineConfig:
     timing_cache: Optional[str] = None  # file reused (and extended) across builds
     optimization_level: Optional[int] = None  # builder optimisation level 0-5 (TensorRT >= 8.6)
     dla_core: Optional[int] = None  # Xavier: 0 or 1; layers DLA cannot run fall back to the GPU
-    int8_route: str = "auto"  # auto: classic calibrator below TensorRT 10, Q/DQ ONNX from 10 on
-    calibration_method: str = "entropy"  # classic route: entropy or minmax
+    int8_route: str = "auto"  # auto | classic | qdq: sanet.routes.route_for decides what each means per release
+    calibration_method: Optional[str] = None  # classic route: entropy (default) or minmax; percentile is refused there
     keep: Tuple[str, ...] = ()  # classic INT8: layer groups pinned to FP16
     extra: dict = field(default_factory=dict)
 
@@ -52,8 +55,6 @@ class EngineConfig:
             raise SanetError("unknown precision {!r}: use {}".format(self.precision, ", ".join(PRECISIONS)))
         if self.int8_route not in INT8_ROUTES:
             raise SanetError("unknown INT8 route {!r}: use {}".format(self.int8_route, ", ".join(INT8_ROUTES)))
-        if self.calibration_method not in ("entropy", "minmax"):
-            raise SanetError("TensorRT calibrators are entropy or minmax, not {!r}".format(self.calibration_method))
         if self.dla_core is not None and self.precision == "fp32":
             raise SanetError("DLA runs FP16 or INT8 only: add --fp16 or --int8 to use --dla-core")
 
@@ -162,59 +163,140 @@ def check_engine(engine, system):
     return sidecar
 
 
-def make_sidecar(engine, onnx_path, meta, system, config: EngineConfig, manifest_sha256, seconds, layers=None,
-                 unquantized_precision=None):
+def make_sidecar(engine, onnx_path, meta, system, config: EngineConfig, manifest_sha256, seconds, layers=None, route=None,
+                 key=None):
+    """The engine's provenance: what it was built from, by which route, for which system, and each layer group's
+    precision. ``route`` defaults to what sanet.routes decides for this system's TensorRT."""
     height, width = (int(v) for v in meta["sanet.resolution"].split("x"))
     batch = int(meta.get("sanet.batch", "1"))
     layout = meta.get("sanet.input_layout", "float-nchw")
     shape = [batch, height, width, 3] if layout == "uint8-nhwc" else [batch, 3, height, width]
+    route = route or route_for(system["tensorrt"], config.precision, config.int8_route, meta)
     return {
         "format": SIDECAR_FORMAT, "engine_sha256": sha256_file(engine), "system": system,
-        "precision": config.precision, "dla_core": config.dla_core,
+        "precision": route.precision, "dla_core": config.dla_core,
         "input": {"name": "images", "shape": shape, "layout": layout},
         "onnx": os.path.basename(onnx_path), "onnx_sha256": sha256_file(onnx_path),
         "calibration_sha256": manifest_sha256, "build": dict(asdict(config), keep=list(config.keep)),
         "build_seconds": round(seconds, 1),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sanet_version": __version__,
         "model": meta, "layers": layers or {},
-        # what layers outside Q/DQ pairs (or INT8 kernels) compute in: "fp32" in strongly typed Q/DQ builds
-        "unquantized_precision": unquantized_precision or ("fp32" if config.precision == "fp32" else "fp16"),
+        "route": {"name": route.name, "onnx": route.onnx, "typing": "strong" if route.strongly_typed else "weak",
+                  "builder_flags": list(route.builder_flags), "why": route.why},
+        # what layers outside Q/DQ pairs or INT8 kernels compute in, and per layer group (calibration.FALLBACK_ORDER)
+        "unquantized_precision": route.float_precision,
+        "groups": group_precisions(onnx_path, meta, route, config.keep),
+        "fp32_nodes": [n for n in meta.get("sanet.fp32_nodes", "").split(",") if n],
+        "key": key,
     }
 
 
-def int8_route(config: EngineConfig, trt_version, onnx_meta):
-    """Which INT8 route this build takes: 'qdq' for a quantized ONNX or TensorRT >= 10, else 'classic'."""
-    if onnx_meta.get("sanet.quantization") == "qdq":
-        return "qdq"
-    if config.int8_route != "auto":
-        route = config.int8_route
-    else:
-        route = "qdq" if tensorrt_major(trt_version) >= 10 else "classic"
-    if route == "classic" and tensorrt_major(trt_version) >= 11:
-        raise SanetError("TensorRT {} has no implicit INT8 calibration: use --int8-route qdq".format(trt_version))
-    return route
+def group_precisions(onnx_path, meta, route, keep=()):
+    """{layer group: precision} of an engine: "int8" for a quantized group (its convolutions and matmuls; the
+    elementwise layers between them run in the route's float precision), else the float precision, "fp16+fp32"
+    where the FP16 ONNX keeps some of the group's nodes in float32 (its FP16 range audit said so)."""
+    from .calibration import FALLBACK_ORDER, group_nodes
+    from .export import read_nodes
+
+    nodes = read_nodes(onnx_path)
+    islands = set(meta.get("sanet.fp32_nodes", "").split(","))
+    floats = set(keep) | set(meta.get("sanet.float_groups", "").split(","))
+    found = {}
+    for group in FALLBACK_ORDER:
+        names = group_nodes(nodes, group)
+        if not names:
+            continue
+        if route.quantized and group not in floats:
+            found[group] = "int8"
+        elif route.float_precision == "fp16" and islands.intersection(names):
+            found[group] = "fp16+fp32"
+        else:
+            found[group] = route.float_precision
+    return found
 
 
-def check_platform(precision, fast_fp16, fast_int8, dla_cores, dla_core, quantized):
+def build_key(route: Route, config: EngineConfig, onnx_sha256, calibration_sha256, tensorrt):
+    """Everything that changes what an engine computes or how it was tuned: an engine on disk is reused only when
+    its sidecar's key equals the key of the build that would replace it."""
+    return {"route": route.name, "onnx_sha256": onnx_sha256, "calibration_sha256": calibration_sha256,
+            "calibration_method": (config.calibration_method or "entropy") if route.calibrator else None,
+            "keep": sorted(config.keep) if route.precision == "int8" else [],
+            "workspace_mib": config.workspace_mib, "optimization_level": config.optimization_level,
+            "dla_core": config.dla_core, "tensorrt": tensorrt}
+
+
+def check_platform(route: Route, fast_fp16, fast_int8, dla_cores, dla_core):
     """Refuse precisions or DLA settings this GPU lacks, before a long build fails obscurely."""
-    if precision == "fp16" and fast_fp16 is False:
-        raise SanetError("this GPU has no fast FP16: build --precision fp32")
-    if precision == "int8" and fast_int8 is False:
+    if "fp16" in (route.precision, route.float_precision) and route.precision != "fp32" and fast_fp16 is False:
+        raise SanetError("this GPU has no fast FP16: build --fp32")
+    if route.precision == "int8" and fast_int8 is False:
         raise SanetError("this GPU has no fast INT8 (needs compute capability 6.1+): use --fp16")
     if dla_core is not None:
         if dla_cores == 0:
             raise SanetError("--dla-core {}: this device has no DLA (Jetson AGX Xavier/Orin have 2)".format(dla_core))
         if dla_core >= dla_cores:
             raise SanetError("--dla-core {}: this device has DLA cores 0..{}".format(dla_core, dla_cores - 1))
-        if quantized:
+        if route.onnx.startswith("qdq"):
             raise SanetError("DLA on TensorRT 8.5 cannot run explicit Q/DQ networks: use --int8-route classic")
+
+
+def check_int8_settings(route: Route, config: EngineConfig, onnx_path, meta):
+    """Refuse INT8 settings the route cannot honour (never substitute another): a calibration method TensorRT has
+    no calibrator for, kept groups that name no layer (typos) or that leave nothing to quantize, kept groups a Q/DQ
+    file does not have."""
+    from .calibration import FALLBACK_ORDER, group_nodes
+    from .export import read_nodes
+
+    if route.precision != "int8":
+        return
+    if route.calibrator and (config.calibration_method or "entropy") not in CALIBRATORS:
+        raise SanetError("--calib-method {} has no TensorRT calibrator (they are entropy and minmax): use one of those, "
+                         "or --int8-route qdq, whose Q/DQ quantizer has it".format(config.calibration_method))
+    if not route.calibrator:
+        baked = [g for g in meta.get("sanet.float_groups", "").split(",") if g]
+        if config.keep and sorted(config.keep) != sorted(baked):
+            raise SanetError("{} keeps [{}] in float, not [{}]: re-quantize with --int8-keep {}".format(
+                onnx_path, ", ".join(baked), ", ".join(config.keep), " ".join(config.keep)))
+        return
+    nodes = read_nodes(onnx_path)
+    present = [g for g in FALLBACK_ORDER if group_nodes(nodes, g)]
+    unknown = [g for g in config.keep if not group_nodes(nodes, g)]
+    if unknown:
+        raise SanetError("--int8-keep {}: no layers of that group in {}: groups are {}".format(
+            unknown[0], onnx_path, ", ".join(present)))
+    if present and set(present) <= set(config.keep):
+        raise SanetError("--int8-keep names every layer group: nothing would run INT8; build --fp16 instead")
+
+
+def make_logger(trt):
+    """A ``trt.ILogger`` that prints TensorRT's warnings and errors to stderr (as ``trt.Logger(WARNING)`` does) and
+    keeps the error lines, so a failed build or load can quote TensorRT's own words."""
+    severe = (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR)
+
+    class KeepingLogger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors = []
+
+        def log(self, severity, msg):
+            if severity in severe:
+                self.errors.append(str(msg))
+            if severity in severe or severity == trt.ILogger.WARNING:
+                print("[TensorRT] {}: {}".format(severity.name, msg), file=sys.stderr)
+
+        def quote(self, since=0):
+            """The error lines logged after the first ``since`` ones, joined; a phrase when there are none."""
+            lines = self.errors[since:]
+            return " | ".join(lines[-3:]) if lines else "TensorRT logged no error"
+
+    return KeepingLogger()
 
 
 def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, report=print):
     """Build ``out_path`` (plan + sidecar) from an exported ONNX; returns the sidecar dict.
 
-    ``manifest`` (calibration crops) is needed for classic INT8 calibration. For the Q/DQ route pass
-    the quantized ONNX written by ``calibration.quantize_qdq``.
+    The route (sanet.routes.route_for) says which ONNX this must be: the FP32 export (fp32, fp16 with the FP16 flag,
+    classic INT8 with ``manifest``'s crops), the FP16 ONNX (strongly typed FP16), the Q/DQ ONNX or its FP16 twin.
     """
     from .calibration import CalibrationCache
     from .export import INPUT_NAME, read_metadata
@@ -227,30 +309,22 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
         raise SanetError("{} has uint8 activations (the ONNX Runtime CPU variant); TensorRT needs symmetric int8: "
                          "re-quantize with --qdq-activations int8".format(onnx_path))
     trt = import_tensorrt()
-    major = tensorrt_major(trt.__version__)
+    route = route_for(trt.__version__, config.precision, config.int8_route, meta)
+    check_source(route, onnx_path, meta, trt.__version__)
+    check_int8_settings(route, config, onnx_path, meta)
+    if route.calibrator and manifest is None:
+        raise SanetError("classic INT8 calibration needs crops: pass --calib DIR")
     check_parser_rules(onnx_path, trt.__version__)
-    quantized = meta.get("sanet.quantization") == "qdq"
-    if config.precision == "int8" and not quantized and int8_route(config, trt.__version__, meta) == "qdq":
-        raise SanetError("TensorRT {} builds INT8 from a Q/DQ ONNX: run sanet-export with --qdq (done for you by "
-                         "--int8) and build from the *_int8_qdq.onnx".format(trt.__version__))
-    if config.precision == "fp16" and major >= 11:
-        raise SanetError("TensorRT 11 is strongly typed: FP16 needs an FP16 ONNX, which this release does not write; "
-                         "use TensorRT 10 or INT8 via --qdq")
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = make_logger(trt)
     builder = trt.Builder(logger)
-    check_platform(config.precision, getattr(builder, "platform_has_fast_fp16", None),
-                   getattr(builder, "platform_has_fast_int8", None), builder.num_DLA_cores, config.dla_core, quantized)
-    # TensorRT >= 10 builds a Q/DQ network strongly typed: INT8 where Q/DQ pairs say so and FP32 everywhere
-    # else (the ONNX is FP32), not FP16 as a weakly typed build with the FP16 flag would give. We keep that:
-    # it is the only mode on 11, it is what NVIDIA recommends on 10, and groups kept out of INT8 by the parity
-    # fallback then run at full precision. The sidecar records it as unquantized_precision = "fp32".
-    strongly_typed = quantized and major >= 10
-    network = builder.create_network(_network_flags(trt, major, strongly_typed))
+    check_platform(route, getattr(builder, "platform_has_fast_fp16", None), getattr(builder, "platform_has_fast_int8", None),
+                   builder.num_DLA_cores, config.dla_core)
+    network = builder.create_network(_network_flags(trt, tensorrt_major(trt.__version__), route.strongly_typed))
     parser = trt.OnnxParser(network, logger)
     with open(onnx_path, "rb") as handle:
         if not parser.parse(handle.read()):
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-            raise SanetError("TensorRT cannot parse {}: {}".format(onnx_path, errors[0] if errors else "unknown error"))
+            raise SanetError("TensorRT cannot parse {}: {}".format(onnx_path, errors[0] if errors else logger.quote()))
     if network.num_inputs != 1 or network.get_input(0).name != INPUT_NAME or network.num_outputs != 1:
         raise SanetError("{} must have one input '{}' and one output: re-export it with sanet-export".format(onnx_path, INPUT_NAME))
     build = builder.create_builder_config()
@@ -261,22 +335,18 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
         else:
             report("note: TensorRT {} has no builder optimisation level; ignored".format(trt.__version__))
     cache = _attach_timing_cache(build, config.timing_cache)
+    for flag in route.builder_flags:  # weak typing only; with INT8, FP16 too: layers without an INT8 kernel run FP16
+        build.set_flag(getattr(trt.BuilderFlag, flag))
     calibrator = None
-    if not strongly_typed and config.precision in ("fp16", "int8"):
-        build.set_flag(trt.BuilderFlag.FP16)  # INT8 layers without an int8 kernel fall back to FP16, not FP32
-    if config.precision == "int8" and not strongly_typed:
-        build.set_flag(trt.BuilderFlag.INT8)
-        if not quantized:
-            if manifest is None:
-                raise SanetError("classic INT8 calibration needs crops: pass --calib DIR")
-            key = {"manifest": manifest["sha256"], "onnx": sha256_file(onnx_path), "method": config.calibration_method,
-                   "tensorrt": trt.__version__}
-            cache_file = CalibrationCache(os.path.splitext(out_path)[0] + ".calib.cache", key)
-            calibrator = make_calibrator(trt, config.calibration_method, manifest, meta, cache_file)
-            build.int8_calibrator = calibrator
-            _pin_groups(trt, network, build, config.keep)
-    layers = _place_on_dla(trt, network, build, config.dla_core, report) if config.dla_core is not None else {}
-    started = time.perf_counter()
+    if route.calibrator:
+        method = config.calibration_method or "entropy"
+        key = {"manifest": manifest["sha256"], "onnx": sha256_file(onnx_path), "method": method, "tensorrt": trt.__version__}
+        cache_file = CalibrationCache(os.path.splitext(out_path)[0] + ".calib.cache", key)
+        calibrator = make_calibrator(trt, method, manifest, meta, cache_file)
+        build.int8_calibrator = calibrator
+        _pin_groups(trt, network, build, config.keep)
+    planned = _place_on_dla(trt, network, build, config.dla_core) if config.dla_core is not None else None
+    started, logged = time.perf_counter(), len(logger.errors)
     serialized = builder.build_serialized_network(network, build)
     if calibrator is not None and calibrator.error is not None:
         # TensorRT logs and swallows exceptions raised in Python calibrator methods and ends calibration early:
@@ -284,12 +354,16 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
         raise SanetError("INT8 calibration failed while reading crops ({}: {}): fix the calibration images and "
                          "rebuild".format(type(calibrator.error).__name__, calibrator.error)) from calibrator.error
     if serialized is None:
-        raise SanetError("TensorRT failed to build {} (see its log above); try a larger --workspace".format(out_path))
+        said = logger.quote(logged)
+        hint = "; a larger --workspace may help" if any(w in said.lower() for w in ("memory", "workspace")) else ""
+        raise SanetError("TensorRT failed to build {}: {}{}".format(out_path, said, hint))
     seconds = time.perf_counter() - started
+    layers = engine_placement(trt, logger, serialized, planned, config.dla_core, report) if planned else {}
     write_bytes_atomic(out_path, bytes(serialized))
-    sidecar = make_sidecar(out_path, onnx_path, meta, system_facts(trt), config,
-                           manifest["sha256"] if manifest and not quantized else meta.get("sanet.calibration_sha256"),
-                           seconds, layers, "fp32" if strongly_typed or config.precision == "fp32" else "fp16")
+    calibration = manifest["sha256"] if route.calibrator else meta.get("sanet.calibration_sha256")
+    system = system_facts(trt)
+    key = build_key(route, config, sha256_file(onnx_path), calibration, trt.__version__)
+    sidecar = make_sidecar(out_path, onnx_path, meta, system, config, calibration, seconds, layers, route, key)
     write_json_atomic(sidecar_path(out_path), sidecar)  # an engine without a valid sidecar is refused at load
     if cache is not None:  # after the engine: losing the cache only costs the next build time
         try:
@@ -350,19 +424,86 @@ def _pin_groups(trt, network, build, groups):
     build.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
 
 
-def _place_on_dla(trt, network, build, core, report):
-    """Default to the DLA core with GPU fallback; print which layers run where."""
+def _place_on_dla(trt, network, build, core):
+    """Default every layer to DLA core ``core`` with GPU fallback and ask for detailed layer information (what
+    engine_placement reads back). A DLA-capable layer with no DLA-capable neighbour is kept on the GPU: alone it
+    would cost a DLA subgraph (16 per core) and two GPU<->DLA copies for one layer. The pre-check
+    (``can_run_on_DLA``) only decides that; where layers run is read from the built engine.
+    Returns {"network": layer names in order, "kept_on_gpu": names}."""
     build.default_device_type = trt.DeviceType.DLA
     build.DLA_core = core
     build.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    placement = {"dla": [], "gpu": []}
-    for index in range(network.num_layers):
-        layer = network.get_layer(index)
-        placement["dla" if build.can_run_on_DLA(layer) else "gpu"].append(layer.name)
-    report("DLA core {}: {} layers on DLA, {} fall back to the GPU".format(core, len(placement["dla"]), len(placement["gpu"])))
+    build.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    capable = [build.can_run_on_DLA(layer) for layer in layers]
+    producer, consumers = {}, {}
+    for index, layer in enumerate(layers):
+        for tensor in (layer.get_output(j) for j in range(layer.num_outputs)):
+            producer[tensor.name] = index
+        for tensor in (layer.get_input(j) for j in range(layer.num_inputs)):
+            if tensor is not None:
+                consumers.setdefault(tensor.name, []).append(index)
+    kept = []
+    for index, layer in enumerate(layers):
+        inputs = [layer.get_input(j) for j in range(layer.num_inputs)]
+        near = [producer[t.name] for t in inputs if t is not None and t.name in producer]
+        near += [c for j in range(layer.num_outputs) for c in consumers.get(layer.get_output(j).name, ())]
+        if capable[index] and near and not any(capable[n] for n in near):
+            build.set_device_type(layer, trt.DeviceType.GPU)
+            kept.append(layer.name)
+    return {"network": [layer.name for layer in layers], "kept_on_gpu": kept}
+
+
+# The LayerType the engine inspector gives a DLA subgraph ("{ForeignNode[first...last]}"). Unverified on a device:
+# docs/simulator.md says how to check it with trtexec --dumpLayerInfo --profilingVerbosity=detailed.
+DLA_LAYER_TYPES = ("DLA",)
+FOREIGN_NODE = re.compile(r"^\{ForeignNode\[(.*)\.\.\.(.*)\]\}$")
+
+
+def engine_placement(trt, logger, serialized, planned, core, report):
+    """Where the layers of a built DLA engine run, read back from it (IEngineInspector, detailed verbosity): TensorRT
+    moves layers to the GPU beyond what the per-layer pre-check predicts (subgraph limits, fusions)."""
+    runtime = trt.Runtime(logger)
+    runtime.DLA_core = core
+    engine = runtime.deserialize_cuda_engine(bytes(serialized))
+    if engine is None:
+        raise SanetError("TensorRT cannot read back the DLA engine it built (see its log above)")
+    inspector = engine.create_engine_inspector()
+    info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    placement = placement_from_inspector(info, planned["network"])
+    placement.update(dla_core=core, kept_on_gpu=planned["kept_on_gpu"])
+    report("DLA core {} (the built engine): {} of {} layers on DLA in {} subgraphs, {} on the GPU{}".format(
+        core, len(placement["dla"]), len(planned["network"]), len(placement["subgraphs"]), len(placement["gpu"]),
+        " ({} kept there: alone between GPU layers)".format(len(planned["kept_on_gpu"])) if planned["kept_on_gpu"] else ""))
     for name in placement["gpu"]:
-        report("  GPU fallback: " + name)
+        report("  GPU: " + name)
     return placement
+
+
+def placement_from_inspector(info, names):
+    """{"source", "subgraphs", "dla", "gpu", "unplaced"} from an engine inspector's JSON (detailed verbosity) and the
+    network's layer names in order. A GPU layer of the engine names the network layers it runs (fused ones joined,
+    e.g. "conv + relu"); a DLA subgraph names only its first and last layer, so the DLA layers are those in that
+    range that no GPU layer names. "unplaced": layers neither names (removed or folded by the builder)."""
+    entries = [e for e in info.get("Layers", []) if isinstance(e, dict)]
+    if len(entries) != len(info.get("Layers", [])):
+        raise SanetError("the engine inspector gave layer names only: the engine was not built with detailed "
+                         "profiling verbosity")
+    index = {name: i for i, name in enumerate(names)}
+    subgraphs, gpu_text = [], []
+    for entry in entries:
+        kind, name = str(entry.get("LayerType", "")), str(entry.get("Name", ""))
+        match = FOREIGN_NODE.match(name)
+        if kind in DLA_LAYER_TYPES and match and match.group(1) in index and match.group(2) in index:
+            subgraphs.append((name, index[match.group(1)], index[match.group(2)]))
+        elif kind != "Reformat":
+            gpu_text.append(name)
+    gpu = [n for n in names if any(re.search(r"(?<![\w/.]){}(?![\w/.])".format(re.escape(n)), text) for text in gpu_text)]
+    on_gpu = set(gpu)
+    dla = [n for i, n in enumerate(names) if n not in on_gpu and any(lo <= i <= hi for _, lo, hi in subgraphs)]
+    placed = on_gpu | set(dla)
+    return {"source": "engine inspector", "subgraphs": [name for name, _, _ in subgraphs], "dla": dla, "gpu": gpu,
+            "unplaced": [n for n in names if n not in placed]}
 
 
 def make_calibrator(trt, method, manifest, meta, cache):
@@ -423,7 +564,8 @@ class _TorchMemory:
 
     def empty(self, shape, dtype):
         dtype = self.torch.from_numpy(np.empty(0, dtype)).dtype
-        return self.torch.empty(tuple(shape), dtype=dtype, device="cuda")
+        with self.torch.cuda.stream(self.stream):  # the caching allocator ties the block to this stream: reused in its order
+            return self.torch.empty(tuple(shape), dtype=dtype, device="cuda")
 
     def pointer(self, buffer):
         return buffer.data_ptr()
@@ -524,56 +666,78 @@ class TrtRunner(DeviceRunner):
         self.path = os.fspath(engine)
         trt = import_tensorrt()
         self.sidecar = check_engine(self.path, system_facts(trt))
-        self.cuda_graph = cuda_graph
         self.input_shape = tuple(self.sidecar["input"]["shape"])
         meta = self.sidecar["model"]
         size = self.input_shape[1:3] if meta.get("sanet.input_layout") == "uint8-nhwc" else self.input_shape[2:4]
         dla_core = self.sidecar["dla_core"]
+        # A DLA engine is not captured into a CUDA graph: the capture fails (NVIDIA/TensorRT#3524) and trtexec's
+        # --useCudaGraph then launches normally (samples/common/sampleInference.cpp); so does this runner, and says so.
+        self.cuda_graph = cuda_graph and dla_core is None
+        extra = {"path": self.path, "gpu": self.sidecar["system"]["gpu"], "tensorrt": self.sidecar["system"]["tensorrt"],
+                 "cuda_graph": self.cuda_graph}
+        if cuda_graph and dla_core is not None:
+            extra["cuda_graph_note"] = "not captured: DLA engines run without CUDA graphs (NVIDIA/TensorRT#3524)"
         self.info = RunnerInfo.from_metadata(
             meta, "tensorrt", "cuda" if dla_core is None else "dla{}".format(dla_core),
-            self.sidecar["precision"], input_size=tuple(size), batch=self.input_shape[0],
-            extra={"path": self.path, "gpu": self.sidecar["system"]["gpu"], "tensorrt": self.sidecar["system"]["tensorrt"]})
-        self.engine = self.context = self.runtime = self.memory = self.graph = None
+            self.sidecar["precision"], input_size=tuple(size), batch=self.input_shape[0], extra=extra)
+        self.engine = self.context = self.runtime = self.memory = self.graph = self.logger = None
         self.buffers = {}
 
     def activate(self):
+        """Deserialize the engine, create its context and bind its I/O buffers. A failure part-way frees everything
+        made so far (nothing stays allocated) and leaves the runner closed, so activate() can be called again."""
         if self.context is not None:
             return self
         trt = import_tensorrt()
-        self.logger = trt.Logger(trt.Logger.WARNING)
+        try:
+            self._load(trt)
+        except BaseException:
+            self.close()
+            raise
+        return super().activate()
+
+    def _load(self, trt):
+        self.logger = make_logger(trt)  # kept: TensorRT calls it for as long as the runtime lives
         self.runtime = trt.Runtime(self.logger)
         if self.sidecar["dla_core"] is not None:  # a DLA engine runs on the runtime's core, not the one it was built for
             self.runtime.DLA_core = int(self.sidecar["dla_core"])
         with open(self.path, "rb") as handle:
             self.engine = self.runtime.deserialize_cuda_engine(handle.read())
         if self.engine is None:
-            raise SanetError("TensorRT cannot deserialize {}: rebuild it with sanet-export".format(self.path))
+            raise SanetError("TensorRT cannot deserialize {} ({}): rebuild it with sanet-export".format(
+                self.path, self.logger.quote()))
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
         if inputs != ["images"] or len(outputs) != 1:
-            self.close()
             raise SanetError("{} has inputs {} and outputs {}: expected one 'images' input and one output".format(
                 self.path, inputs, outputs))
-        if tuple(self.engine.get_tensor_shape(inputs[0])) != self.input_shape:
-            shape = tuple(self.engine.get_tensor_shape(inputs[0]))
-            self.close()
+        shape = tuple(self.engine.get_tensor_shape(inputs[0]))
+        if shape != self.input_shape:
             raise SanetError("{} takes {} but its sidecar says {}: rebuild the engine".format(self.path, shape, self.input_shape))
-        self.context = self.engine.create_execution_context()
         self.memory = device_memory()
+        self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise SanetError("TensorRT cannot create an execution context for {} ({})".format(self.path, self.logger.quote()))
         self.input_name, self.output_name = inputs[0], outputs[0]
         for name in names:
             shape = tuple(self.engine.get_tensor_shape(name))
             self.buffers[name] = self.memory.empty(shape, numpy_dtype(self.engine.get_tensor_dtype(name)))
-            self.context.set_tensor_address(name, self.memory.pointer(self.buffers[name]))
+            if not self.context.set_tensor_address(name, self.memory.pointer(self.buffers[name])):
+                raise SanetError("TensorRT refused the buffer of tensor {} of {} ({})".format(name, self.path, self.logger.quote()))
         self.input_dtype = numpy_dtype(self.engine.get_tensor_dtype(self.input_name))
         self.graph = self._capture() if self.cuda_graph else None
-        return super().activate()
 
     def close(self):
-        """Free the context, engine and buffers (idempotent); activate() can load them again."""
-        self.graph = self.context = self.engine = self.runtime = self.memory = None
+        """Wait for the work queued on the runner's stream, then free the graph, context, engine and buffers, in
+        that order (idempotent); activate() can load them again."""
+        if self.memory is not None:
+            self.memory.synchronize()  # no buffer is freed while a kernel queued on the stream may still read it
+        self.graph = None
+        self.context = None  # a context before its engine, an engine before its runtime
+        self.engine = None
         self.buffers = {}
+        self.runtime = self.memory = None
         super().close()
 
     @property
@@ -593,8 +757,9 @@ class TrtRunner(DeviceRunner):
         return graph
 
     def _execute(self):
+        logged = len(self.logger.errors)
         if not self.context.execute_async_v3(self.memory.handle):
-            raise SanetError("TensorRT execution failed for {}".format(self.path))
+            raise SanetError("TensorRT execution failed for {} ({})".format(self.path, self.logger.quote(logged)))
 
     def synchronize(self):
         if self.memory is not None:
@@ -630,14 +795,16 @@ class TrtRunner(DeviceRunner):
 class Torch2trtRunner(TorchRunner):
     """The reference repo's speed method (kaigelee/SANet ``Tensorrt_speed_eval``): torch2trt converts the PyTorch
     model layer by layer into a TensorRT engine for one input shape (``fp16_mode`` for FP16), then runs it on
-    torch CUDA tensors. Conversion happens on the first ``activate()``; the engine's serialized state is kept on the
-    host, so later activations only deserialize it. Needs CUDA, TensorRT and torch2trt (built from NVIDIA-AI-IOT's
-    repository against the device's TensorRT; it has no PyPI release)."""
+    torch CUDA tensors. Conversion (``sanet.torch2trt_route.convert``: our converters for what torch2trt lacks, and a
+    refusal instead of an engine with frozen values) happens on the first ``activate()``; the engine's serialized
+    state is kept on the host, so later activations only deserialize it. Needs CUDA, TensorRT and torch2trt (built
+    from NVIDIA-AI-IOT's repository against the device's TensorRT; it has no PyPI release)."""
 
     def __init__(self, model, resolution, precision="fp16"):
-        if precision not in ("fp32", "fp16"):
-            raise SanetError("torch2trt rows are fp32 or fp16, not {}".format(precision))
-        require("torch2trt", "build torch2trt from NVIDIA-AI-IOT/torch2trt against this TensorRT (no PyPI release)")
+        from .torch2trt_route import check_precision, require_torch2trt
+
+        check_precision(precision)
+        require_torch2trt()
         super().__init__(model, "cuda", "fp32")  # fp32 tensors in and out; fp16_mode makes the engine compute in half
         self.resolution, self.state = tuple(resolution), None
         self.info = RunnerInfo("torch2trt", precision, "cuda", model.config.num_classes, input_size=self.resolution, batch=1,
@@ -645,15 +812,12 @@ class Torch2trtRunner(TorchRunner):
 
     def activate(self):
         if not self.active:
-            import torch
-            from torch2trt import TRTModule, torch2trt
+            from torch2trt import TRTModule
+
+            from .torch2trt_route import convert
 
             if self.state is None:
-                source = copy.deepcopy(self.source).eval().to(self.device)
-                example = torch.zeros((1, 3) + self.resolution, device=self.device)
-                self.state = {k: v.cpu() if hasattr(v, "cpu") else v
-                              for k, v in torch2trt(source, [example], fp16_mode=self.info.precision == "fp16").state_dict().items()}
-                del source
+                self.state = convert(self.source, self.resolution, self.info.precision, self.device)
             self.model = TRTModule()
             self.model.load_state_dict(self.state)
         return DeviceRunner.activate(self)  # not TorchRunner's: that would put a PyTorch copy in place of the engine

@@ -1,5 +1,6 @@
-"""The artifact pipeline: checkpoint -> FP32 ONNX -> Q/DQ INT8 ONNX -> TensorRT engine, and the one table of
-what each artifact is called, how it is built, how it is verified and which runner opens it.
+"""The artifact pipeline: checkpoint -> FP32 ONNX -> (FP16 ONNX | Q/DQ INT8 ONNX -> its FP16 twin) -> TensorRT
+engine, and the one table of what each artifact is called, how it is built, how it is verified and which runner
+opens it. Which ONNX an engine is built from is the route's call (sanet.routes.route_for, via ``Pipeline.route``).
 
 Both ``sanet-export`` and ``sanet-bench`` go through this module; nothing else knows a file name.
 
@@ -16,14 +17,19 @@ Interface::
                         report=print,                # progress lines (default: silent)
                         reuse=False,                 # True: keep artifacts already on disk when they verify
                         tag=None,                    # appended to every file stem, e.g. weights_digest(model)[:12]
-                        verify=True)                 # False: FP32 ONNX not run at export (the bench: its parity rows
+                        verify=True,                 # False: FP32 ONNX not run at export (the bench: its parity rows
                                                      # run the same files against PyTorch on real frames)
+                        quant_ranges=None)           # a QAT checkpoint's ranges (sanet.qat.read_ranges): the Q/DQ ONNX
+                                                     # is written from them, no crops (calib_config: parity data only)
 
     pipeline.onnx((H, W))                 -> path of the verified FP32 ONNX (exported on first call)
     pipeline.manifest((H, W))             -> calibration manifest dict (crops planned once, written to {stem}.calib.json)
     pipeline.qdq((H, W), "int8"|"uint8")  -> path of the Q/DQ ONNX (parity-checked when CalibSettings has a dataset)
-    pipeline.engine((H, W), "fp16")       -> path of the plan (+ .json sidecar); INT8 picks its route (classic / Q/DQ)
-    pipeline.fp16_audit((H, W), images)   -> sanet.numerics FP16 range audit of the ONNX (recorded in the fp16 sidecar)
+    pipeline.fp16_onnx((H, W))            -> path of the FP16 ONNX (strongly typed FP16 engines build from it)
+    pipeline.qdq_fp16((H, W))             -> path of the Q/DQ ONNX with FP16 float parts (strongly typed INT8)
+    pipeline.route("int8")                -> sanet.routes.Route this machine's TensorRT takes for that precision
+    pipeline.engine((H, W), "fp16")       -> path of the plan (+ .json sidecar), built from the route's ONNX
+    pipeline.fp16_audit((H, W), images)   -> sanet.numerics FP16 range audit of the ONNX (images: None = audit_images)
     pipeline.runner(kind, (H, W), ...)    -> an un-activated Runner: kind "onnx" | "qdq" | "engine"
                                              (precision= for engines, activations= for qdq, providers=, cuda_graph=)
     pipeline.dynamic_onnx(sizes)          -> (path, max |diff|): one ONNX with symbolic H, W checked at every size
@@ -33,7 +39,8 @@ Interface::
 
     export_all(pipeline, sizes, ExportRequest(...)) -> (rows, missing, violations)
         the sanet-export orchestration: per size ONNX, Q/DQ, FP16 range audit (with fp16 engines and
-        ExportRequest.fp16_audit images, e.g. audit_images(calib)), Triton, engines, TensorRT lint;
+        ExportRequest.fp16_audit images, default audit_images(calib)), FP16 ONNX (where the route builds from it,
+        and always without TensorRT), Triton, engines, TensorRT lint;
         rows: [file, MiB, kind, check]; missing: what needs TensorRT here; violations: {onnx: {release: [...]}}.
 
 Every method is lazy and cached per call arguments: asking twice costs nothing, and with ``reuse=True`` a file
@@ -48,6 +55,8 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
+
+import numpy as np
 
 from .errors import SanetError
 from .export import ExportConfig
@@ -77,8 +86,14 @@ ARTIFACTS = {spec.kind: spec for spec in (
                  "parity vs PyTorch FP32 when parity data is given; reuse: metadata calibration hash", "runners.OrtRunner"),
     ArtifactSpec("qdq-uint8", "{stem}_uint8_qdq.onnx", "calibration.quantize_qdq (uint8 activations: ORT x86)",
                  "as qdq", "runners.OrtRunner"),
-    ArtifactSpec("engine", "{stem}_{precision}{dla}.plan", "engines.build_engine (+ {plan}.json sidecar)",
-                 "engines.check_engine: sidecar sha256 and system facts; reuse: sidecar onnx_sha256", "engines.TrtRunner"),
+    ArtifactSpec("onnx-fp16", "{stem}_fp16.onnx", "numerics.to_fp16 of the FP32 ONNX, float32 islands from its FP16 "
+                 "range audit (recorded in the metadata)", "emulated FP16 vs the FP32 ONNX on the audit's first images "
+                 "within the fp16 pixel budget; reuse: metadata (audit images' digest)", "runners.OrtRunner"),
+    ArtifactSpec("qdq-fp16", "{stem}_int8_qdq_fp16.onnx", "numerics.to_fp16 of the Q/DQ ONNX (opset 19, FP16 scales)",
+                 "parity of its emulation vs PyTorch FP32 when parity data is given; reuse: metadata", "runners.OrtRunner"),
+    ArtifactSpec("engine", "{stem}_{precision}{dla}.plan", "engines.build_engine from the route's ONNX (+ {plan}.json)",
+                 "engines.check_engine: sidecar sha256 and system facts; reuse: sidecar key (engines.build_key)",
+                 "engines.TrtRunner"),
     ArtifactSpec("timing-cache", "timing.cache", "TensorRT builder (shared by every build in out_dir)", "TensorRT", "-"),
     ArtifactSpec("calibration-cache", "calibration-cache", "calibration.quantize_qdq activation ranges (folder)",
                  "key file next to each cache", "-"),
@@ -129,8 +144,9 @@ def _silent(_message):
 class Pipeline:
     def __init__(self, model, source_sha256=None, out_dir="exports", export_config: Optional[ExportConfig] = None,
                  calib_config: Optional[CalibSettings] = None, engine_config=None, report: Optional[Callable] = None,
-                 reuse=False, tag=None, verify=True):
+                 reuse=False, tag=None, verify=True, quant_ranges=None):
         self.model, self.source_sha256, self.out_dir, self.verify = model, source_sha256, os.fspath(out_dir), verify
+        self.quant_ranges = quant_ranges
         self.export_config = export_config or ExportConfig()
         self.calib_config, self.engine_config = calib_config, engine_config
         self.report, self.reuse, self.tag = report or _silent, reuse, tag
@@ -144,6 +160,7 @@ class Pipeline:
         config = self.export_config
         default = (config.input_layout, config.output) == ("float-nchw", "logits")
         suffix = "" if default else "_{}_{}".format(config.input_layout.replace("-", ""), config.output)
+        suffix += "_dlafriendly" if config.dla_friendly else ""
         size = "dynamic" if resolution is None else "{}x{}".format(*resolution)
         tag = "_{}".format(self.tag) if self.tag else ""
         return "{}_{}_b{}{}{}".format(self.model.config.variant.replace("-", "_"), size, config.batch, suffix, tag)
@@ -230,9 +247,13 @@ class Pipeline:
 
     def calib_resolution(self, resolution):
         """Where the Q/DQ file at ``resolution`` takes its activation ranges from: CalibSettings.resolution, else itself."""
+        if self.quant_ranges is not None:  # a QAT checkpoint's ranges hold at every resolution
+            return tuple(resolution)
         return tuple(self._calib().resolution or resolution)
 
     def manifest(self, resolution):
+        if self.quant_ranges is not None:  # a QAT checkpoint carries its ranges: no crops are planned
+            return None
         return self._once(("manifest", tuple(resolution)), lambda: self._plan_crops(tuple(resolution)))
 
     def _plan_crops(self, resolution):
@@ -250,6 +271,11 @@ class Pipeline:
         return manifest
 
     def qdq(self, resolution, activations=None):
+        if self.quant_ranges is not None:
+            if activations not in (None, "int8"):
+                raise SanetError("a QAT checkpoint's Q/DQ ONNX has the symmetric int8 activations it was trained with, "
+                                 "not {}: drop --qdq-activations {}".format(activations, activations))
+            return self._once(("qdq", tuple(resolution), "int8"), lambda: self._build_qat_qdq(tuple(resolution)))
         activations = activations or self._calib().activations
         return self._once(("qdq", tuple(resolution), activations), lambda: self._build_qdq(tuple(resolution), activations))
 
@@ -282,6 +308,7 @@ class Pipeline:
                 result, moved = quantize_with_fallback(source, tmp, manifest, config, reference, calib.parity_dataset,
                                                        cache_dir=cache_dir, limit=calib.parity_limit, report=self.report)
                 self.report("auto-fallback kept in float: {}".format(", ".join(list(config.keep) + moved) or "nothing"))
+                _refuse_all_float(source, list(config.keep) + moved)
             else:
                 quantize_qdq(source, tmp, manifest, config, cache_dir)
                 with OrtRunner(tmp) as candidate:
@@ -293,64 +320,184 @@ class Pipeline:
         self.notes[path] = "delta mIoU {}, pixel agreement {:.2%}".format(delta, result.pixel_agreement)
         return path
 
-    # -- FP16 range audit -----------------------------------------------------------------------
+    def _build_qat_qdq(self, resolution):
+        """The Q/DQ ONNX of a QAT checkpoint: Q/DQ where training fake-quantized, from the ranges the checkpoint carries
+        (sanet.qat.write_qdq; nothing is calibrated), parity-checked against PyTorch FP32 when there is parity data."""
+        from .parity import compare
+        from .qat import qdq_metadata, write_qdq
+        from .runners import OrtRunner, TorchRunner
 
-    def fp16_audit(self, resolution, images, limit=None):
-        """Max |x| of every tensor of the FP32 ONNX over ``images`` (sanet.numerics); the FP16 engine's sidecar
-        records the verdict."""
+        source, path = self.onnx(resolution), self.path("qdq", resolution)
+        if self.reuse and self._onnx_matches(path, self._config(resolution), qdq_metadata(self.quant_ranges)):
+            self.notes[path] = "reused (metadata matches)"
+            return path
+        self.report("writing {} from the checkpoint's QAT ranges ...".format(path))
+        parity = self.calib_config.parity_dataset if self.calib_config is not None else None
+        with atomic_path(path) as tmp:  # an INT8 model over budget (or interrupted) never takes the name
+            write_qdq(source, tmp, self.model, self.quant_ranges)
+            self.notes[path] = "QAT ranges ({} convolutions); no parity data".format(len(self.quant_ranges["quantizers"]))
+            if parity is not None:
+                with TorchRunner(self.model) as reference, OrtRunner(tmp) as candidate:
+                    result = compare(reference, candidate, parity, limit=self.calib_config.parity_limit, progress=False)
+                if not result.passed:
+                    raise SanetError("QAT Q/DQ model over its INT8 parity budget ({}): check the checkpoint with "
+                                     "sanet-parity".format("; ".join(result.failures)))
+                delta = "-" if result.delta_miou is None else "{:+.2f} pt".format(100 * result.delta_miou)
+                self.notes[path] = "QAT ranges; delta mIoU {}, pixel agreement {:.2%}".format(delta, result.pixel_agreement)
+        return path
+
+    # -- FP16 -----------------------------------------------------------------------------------
+
+    def audit_images(self):
+        """The images FP16 range audits read unless told otherwise: see :func:`audit_images`."""
+        return self._once("audit-images", lambda: audit_images(self.calib_config))
+
+    def fp16_audit(self, resolution, images=None, limit=16):
+        """Max |x| and smallest value of every tensor of the FP32 ONNX over ``images`` (default: audit_images) by
+        sanet.numerics; the FP16 ONNX takes its float32 islands from it and the fp16 sidecar records its verdict."""
         return self._once(("fp16-audit", tuple(resolution)), lambda: self._audit(tuple(resolution), images, limit))
 
     def _audit(self, resolution, images, limit):
         from .numerics import audit_lines, fp16_range_audit
 
+        images = self.audit_images() if images is None else images
         audit = fp16_range_audit(self.onnx(resolution), images, limit)
+        audit["source"] = getattr(images, "description", "given images")
         for line in audit_lines(audit):
             self.report(line)
         return audit
 
+    def fp16_onnx(self, resolution):
+        return self._once(("onnx-fp16", tuple(resolution)), lambda: self._build_half(tuple(resolution), "onnx-fp16"))
+
+    def qdq_fp16(self, resolution):
+        return self._once(("qdq-fp16", tuple(resolution)), lambda: self._build_half(tuple(resolution), "qdq-fp16"))
+
+    def _build_half(self, resolution, kind):
+        """The FP16 twin (numerics.to_fp16) of the FP32 ONNX or of the int8 Q/DQ ONNX, float32 where the FP16 range
+        audit of the FP32 ONNX says; checked against its source (emulated FP16 vs FP32 on the audit's images)."""
+        import json
+
+        import onnx
+
+        from .export import read_metadata, set_metadata
+        from .numerics import fp32_islands, images_digest, to_fp16
+
+        source = self.onnx(resolution) if kind == "onnx-fp16" else self.qdq(resolution, "int8")
+        path = self.path(kind, resolution)
+        images = self.audit_images()
+        if self.reuse:  # same source file (metadata), same audit images (digest): the same islands
+            audit = self._done.get(("fp16-audit", resolution))
+            stamp = {k: v for k, v in read_metadata(source).items() if k.startswith("sanet.calibration") or k in (
+                "sanet.quantization", "sanet.float_groups")}
+            stamp.update({"sanet.float_precision": "fp16", "sanet.precision": "fp16" if kind == "onnx-fp16" else "int8",
+                          "sanet.fp16_audit_digest": audit["digest"] if audit else images_digest(images, 16)})
+            if self._onnx_matches(path, self._config(resolution), stamp):
+                self.notes[path] = "reused (metadata matches)"
+                return path
+        audit = self.fp16_audit(resolution, images)
+        islands = fp32_islands(audit, self.onnx(resolution))
+        self.report("writing {} ({}) ...".format(path, "float32 islands: " + ", ".join(sorted(islands)) if islands else
+                                                 "no float32 island"))
+        proto = to_fp16(source, islands)
+        record = {"images": audit["images"], "source": audit["source"], "max_abs": audit["max_abs"], "islands": islands}
+        meta = {prop.key: prop.value for prop in proto.metadata_props}
+        meta.update({"sanet.fp16_audit": json.dumps(record, sort_keys=True), "sanet.fp16_audit_digest": audit["digest"]})
+        set_metadata(proto, meta)
+        with atomic_path(path) as tmp:  # checked before it takes the name
+            onnx.save(proto, tmp)
+            self.notes[path] = self._check_half(tmp, source, kind, images, resolution)
+        return path
+
+    def _check_half(self, path, source, kind, images, resolution):
+        """The check line of an FP16 twin: FP16 (emulated) vs its source on up to 2 audit images; refuses one over the
+        fp16 pixel budget (an FP16 ONNX) or, with parity data, the INT8 budget against PyTorch (an FP16 Q/DQ ONNX)."""
+        from .numerics import EmulatedRunner, _audit_images
+        from .parity import compare
+        from .runners import OrtRunner, TorchRunner
+
+        if kind == "qdq-fp16":
+            calib = self._calib()
+            if calib.parity_dataset is None:
+                return "no parity data"
+            with TorchRunner(self.model) as reference, EmulatedRunner(path, "int8") as candidate:
+                result = compare(reference, candidate, calib.parity_dataset, limit=calib.parity_limit, progress=False)
+            if not result.passed:
+                raise SanetError("INT8 with FP16 float parts over its parity budget ({}): retry with --int8-fallback "
+                                 "auto or --int8-keep".format("; ".join(result.failures)))
+            delta = "-" if result.delta_miou is None else "{:+.2f} pt".format(100 * result.delta_miou)
+            return "emulated: delta mIoU {}, pixel agreement {:.2%}".format(delta, result.pixel_agreement)
+        if not self.verify:
+            return "not run at export (verify=False)"
+        batch = self.export_config.batch  # each frame fills a whole (static) batch
+        frames = [np.repeat(frame[None], batch, 0) for frame in _resized(list(_audit_images(images, 2)), resolution)]
+        agreement, finite = [], True
+        with OrtRunner(source) as full, EmulatedRunner(path, "fp16") as half:
+            for x in frames:
+                (want, _), (got, logits) = full.predict(x), half.predict(x)
+                agreement.append(float((want == got).mean()))
+                finite = finite and (logits is None or bool(np.isfinite(logits).all()))
+        if not finite:  # the audit's islands did not cover an overflow these frames reach
+            raise SanetError("the FP16 ONNX computes inf/NaN on its audit images: audit on more images (--calib) or "
+                             "build FP16 with the flag route (TensorRT < 10.12)")
+        return "emulated vs fp32: pixel agreement {:.3%} on {} audit image(s)".format(float(np.mean(agreement)), len(frames))
+
     # -- TensorRT -------------------------------------------------------------------------------
 
-    def int8_uses_qdq(self, resolution):
-        """Whether this TensorRT builds INT8 from the Q/DQ ONNX (TensorRT >= 10, or --int8-route qdq)."""
-        from .engines import EngineConfig, import_tensorrt, int8_route
-        from .export import read_metadata
+    def route(self, precision):
+        """The route (sanet.routes.Route) an engine of ``precision`` takes on this machine's TensorRT; the bench and
+        export read it to know which ONNX an engine needs."""
+        from .engines import import_tensorrt
+        from .routes import route_for
 
-        route = self.engine_config.int8_route if self.engine_config is not None else "auto"
-        return int8_route(EngineConfig("int8", int8_route=route), import_tensorrt().__version__,
-                          read_metadata(self.onnx(resolution))) == "qdq"
+        option = self.engine_config.int8_route if self.engine_config is not None else "auto"
+        return route_for(import_tensorrt().__version__, precision, option)
+
+    def route_source(self, resolution, route):
+        """The ONNX artifact ``route`` builds from (made on demand)."""
+        builders = {"onnx": self.onnx, "onnx-fp16": self.fp16_onnx, "qdq": lambda size: self.qdq(size, "int8"),
+                    "qdq-fp16": self.qdq_fp16}
+        return builders[route.onnx](tuple(resolution))
 
     def engine(self, resolution, precision):
         return self._once(("engine", tuple(resolution), precision), lambda: self._build_engine(tuple(resolution), precision))
 
     def _build_engine(self, resolution, precision):
-        from .engines import EngineConfig, build_engine, check_engine, import_tensorrt, system_facts
+        from .engines import EngineConfig, build_engine, build_key, check_engine, import_tensorrt, system_facts
         from .fileio import sha256_file
 
-        qdq = precision == "int8" and self.int8_uses_qdq(resolution)
-        source = self.qdq(resolution, "int8") if qdq else self.onnx(resolution)
-        manifest = self.manifest(resolution) if precision == "int8" and not qdq else None
+        route = self.route(precision)
+        source = self.route_source(resolution, route)
+        manifest = self.manifest(resolution) if route.calibrator else None
         template = self.engine_config or EngineConfig()
-        method = (self.calib_config.method if self.calib_config is not None else None) or template.calibration_method
+        calib = self.calib_config
         config = dataclasses.replace(
-            template, precision=precision, calibration_method=method if method in ("entropy", "minmax") else "entropy",
+            template, precision=precision,
+            calibration_method=calib.method if calib is not None else template.calibration_method,
             timing_cache=template.timing_cache or os.path.join(self.out_dir, ARTIFACTS["timing-cache"].pattern),
-            keep=tuple(self.calib_config.keep) if self.calib_config is not None else template.keep)
+            keep=tuple(calib.keep) if calib is not None and route.calibrator else ())  # Q/DQ: kept groups are in the file
         audit = self._done.get(("fp16-audit", resolution)) if precision == "fp16" else None
         if audit is not None:  # the verdict, not every tensor: sidecars stay small
             config.extra = dict(config.extra, fp16_range_audit={k: audit[k] for k in (
                 "images", "max_abs", "fp16_max", "passed", "overflows", "warnings")})
         plan = self.path("engine", resolution, precision)
         if self.reuse:
+            trt = import_tensorrt()
+            calibration = manifest["sha256"] if manifest else None
+            if not route.calibrator:
+                from .export import read_metadata
+
+                calibration = read_metadata(source).get("sanet.calibration_sha256")
+            want = build_key(route, config, sha256_file(source), calibration, trt.__version__)
             try:
-                sidecar = check_engine(plan, system_facts(import_tensorrt()))
-                if sidecar.get("onnx_sha256") == sha256_file(source):
-                    self.notes[plan] = "reused (sidecar matches)"
+                if check_engine(plan, system_facts(trt)).get("key") == want:
+                    self.notes[plan] = "reused (sidecar key matches)"
                     return plan
             except SanetError:
                 pass  # missing, stale or foreign: rebuilt below
-        self.report("building {} ...".format(plan))
+        self.report("building {} ({}) ...".format(plan, route.name))
         build_engine(source, plan, config, manifest, report=self.report)
-        self.notes[plan] = "sidecar .json"
+        self.notes[plan] = "route {}; sidecar .json".format(route.name)
         return plan
 
     # -- runners --------------------------------------------------------------------------------
@@ -430,25 +577,38 @@ def tensorrt_available():
 
 def export_all(pipeline: Pipeline, sizes, request: ExportRequest):
     """sanet-export's work: returns (rows [file, MiB, kind, check], missing, violations); ``missing`` names what
-    could not be built here (engines without TensorRT) after everything that could be built was."""
+    could not be built here (engines without TensorRT) after everything that could be built was. Without TensorRT
+    the FP16 ONNX is still written for --fp16: the strongly typed releases (10.12+, 11) build FP16 from it."""
     has_trt = tensorrt_available() if request.precisions else False
+    routes = {precision: pipeline.route(precision) for precision in request.precisions} if has_trt else {}
+    int8 = routes.get("int8")
+    needs = {route.onnx for route in routes.values()}
+    if "fp16" in request.precisions and not has_trt:
+        needs.add("onnx-fp16")
     rows, lint = [], []
     for resolution in sizes:
         resolution = tuple(resolution)
-        if request.qdq or (has_trt and "int8" in request.precisions):  # calibration problems surface before the export
-            pipeline.manifest(pipeline.calib_resolution(resolution) if request.qdq else resolution)
+        if request.qdq or int8 is not None:  # calibration problems surface before the export
+            pipeline.manifest(pipeline.calib_resolution(resolution) if request.qdq or not int8.calibrator else resolution)
         path = pipeline.onnx(resolution)
         rows.append([path, _size_mib(path), "fp32 onnx", pipeline.notes[path]])
         lint.append(path)
-        if request.qdq or (has_trt and "int8" in request.precisions and pipeline.int8_uses_qdq(resolution)):
+        if request.fp16_audit is not None and "fp16" in request.precisions:
+            pipeline.fp16_audit(resolution, request.fp16_audit, request.fp16_audit_limit)
+        if request.qdq or needs & {"qdq", "qdq-fp16"}:
             qdq_path = pipeline.qdq(resolution)
             rows.append([qdq_path, _size_mib(qdq_path), "int8 q/dq onnx", pipeline.notes[qdq_path]])
             lint.append(qdq_path)
-        if "fp16" in request.precisions and request.fp16_audit is not None:
-            audit = pipeline.fp16_audit(resolution, request.fp16_audit, request.fp16_audit_limit)
+        for kind, label in (("onnx-fp16", "fp16 onnx"), ("qdq-fp16", "int8 q/dq onnx, fp16 float parts")):
+            if kind in needs:
+                half = pipeline.route_source(resolution, _Needs(kind))
+                rows.append([half, _size_mib(half), label, pipeline.notes[half]])
+                lint.append(half)
+        audit = pipeline._done.get(("fp16-audit", resolution))
+        if audit is not None:
             peak = audit["max_abs"] if isinstance(audit["max_abs"], str) else "{:.4g}".format(audit["max_abs"])
-            rows.append([path, "-", "fp16 range audit", "{} over {} image(s): max |x| {}, {} overflow(s)".format(
-                "PASS" if audit["passed"] else "OVERFLOW", audit["images"], peak, len(audit["overflows"]))])
+            rows.append([path, "-", "fp16 range audit", "{} over {} {}: max |x| {}, {} overflow(s)".format(
+                "PASS" if audit["passed"] else "OVERFLOW", audit["images"], audit["source"], peak, len(audit["overflows"]))])
         if request.triton:
             folder = pipeline.triton_onnx(resolution, request.triton, request.triton_max_batch)
             rows.append([folder, "-", "triton onnx", pipeline.notes[folder]])
@@ -462,6 +622,13 @@ def export_all(pipeline: Pipeline, sizes, request: ExportRequest):
     missing = [] if has_trt or not request.precisions else [
         "/".join(request.precisions) + (" engines" if len(request.precisions) > 1 else " engine")]
     return rows, missing, violations
+
+
+@dataclass(frozen=True)
+class _Needs:
+    """Stands for a route where only the ONNX kind it builds from matters (Pipeline.route_source)."""
+
+    onnx: str
 
 
 def trt_lint(paths, releases):
@@ -478,6 +645,7 @@ class _ImageFiles:
 
     def __init__(self, root, names):
         self.root, self.names = root, names
+        self.description = "calibration image(s) of {}".format(root)
 
     def __iter__(self):
         from .data import read_image
@@ -485,12 +653,61 @@ class _ImageFiles:
         return (read_image(os.path.join(self.root, name)) for name in self.names)
 
 
-def audit_images(calib: Optional[CalibSettings], limit=16):
-    """Images for the FP16 range audit: the parity dataset, else the calibration images, else None."""
-    if calib is None:
-        return None
-    if calib.parity_dataset is not None:
-        return calib.parity_dataset
-    from .calibration import find_calibration_images
+class _GeneratedFrames:
+    """Street scenes drawn by sanet.synth, for an FP16 range audit when no image was given: street-like statistics,
+    not real ones (give --calib or --parity-data for those)."""
 
-    return _ImageFiles(calib.root, find_calibration_images(calib.root)[:limit])
+    description = "generated street scene(s) (sanet.synth; give --calib for real images)"
+
+    def __init__(self, count=4, size=(256, 512)):
+        self.count, self.size = count, size
+
+    def __iter__(self):
+        from .synth import draw_scene, frame_rng
+
+        return (draw_scene(self.size[0], self.size[1], frame_rng(0, "val", index))[0] for index in range(self.count))
+
+
+class _Dataset:
+    """A labelled dataset as audit images (its load(i) gives the image first)."""
+
+    def __init__(self, dataset):
+        self.dataset, self.description = dataset, "parity image(s)"
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def load(self, index):
+        return self.dataset.load(index)
+
+
+def audit_images(calib: Optional[CalibSettings], limit=16):
+    """Images for the FP16 range audit: the parity dataset, else the calibration images, else generated street
+    scenes (the FP16 ONNX needs an audit even when no image was given)."""
+    if calib is not None and calib.parity_dataset is not None:
+        return _Dataset(calib.parity_dataset)
+    if calib is not None:
+        from .calibration import find_calibration_images
+
+        return _ImageFiles(calib.root, find_calibration_images(calib.root)[:limit])
+    return _GeneratedFrames()
+
+
+def _resized(images, resolution):
+    """[(h, w, 3) uint8] -> (N, H, W, 3) at ``resolution`` (the audit's images come in any size)."""
+    from .data import import_cv2
+
+    cv2 = import_cv2()
+    return np.stack([cv2.resize(image, (resolution[1], resolution[0]), interpolation=cv2.INTER_LINEAR) for image in images])
+
+
+def _refuse_all_float(onnx_path, float_groups):
+    """A Q/DQ model whose every layer group stayed float quantizes nothing: never name, stamp or report it INT8."""
+    from .calibration import FALLBACK_ORDER, group_nodes
+    from .export import read_nodes
+
+    nodes = read_nodes(onnx_path)
+    present = [group for group in FALLBACK_ORDER if group_nodes(nodes, group)]
+    if present and set(present) <= set(float_groups):
+        raise SanetError("INT8 parity held only with every layer group in float, so nothing is quantized and no INT8 "
+                         "model is written: use --fp16, or calibrate on more representative images (--calib)")

@@ -24,10 +24,13 @@ OPS_85 = "onnx-tensorrt 8.5-GA docs/operators.md"
 CAST_85 = "onnx-tensorrt 8.5-GA builtin_op_importers.cpp Cast importer"
 TYPES_85 = "onnx-tensorrt 8.5-GA onnx2trt_utils.cpp convertDtype"
 QUINT8_85 = "onnx-tensorrt 8.5-GA commit 'Check that QuantizeLinear is not UINT8 type'"
+SCALE_85 = "onnx-tensorrt 8.5-GA builtin_op_importers.cpp QuantDequantLinearHelper (reads scales as float)"
 AUTOPAD_85 = "onnx-tensorrt 8.5-GA onnx2trt_utils.cpp getKernelParams auto_pad"
 OPS_10 = "onnx-tensorrt release/10.x (10.0-GA, 10.1-GA) docs/operators.md"
 UINT8_10 = "onnx-tensorrt 10.1-GA docs/operators.md note + ModelImporter.cpp UINT8 check"
 QDQ_10 = "onnx-tensorrt 10.1-GA onnxOpImporters.cpp QuantizeLinear/DequantizeLinear helper"
+SCALE_10 = "onnx-tensorrt 10.1-GA onnxOpImporters.cpp QuantDequantLinearHelper (float, half or bfloat16 scales)"
+POSITIVE = "onnx-tensorrt QuantDequantLinearHelper (8.5-GA, 10.1-GA): 'Scale coefficients must all be positive'"
 OPS_11 = "onnx-tensorrt release/10.15 docs/operators.md (the table 11.x continues) + TensorRT 11.0/11.2 release notes"
 OPSET_11 = "TensorRT 11.5 release notes: opset 25 added in 11.5, so 11.0-11.4 parse up to opset 24"
 
@@ -165,6 +168,8 @@ class Rules:
     quantized_only: FrozenSet[str] = frozenset()  # types usable only through Q/DQ (10/11)
     attributes: Tuple[AttributeRule, ...] = ()
     constant_inputs: Dict[str, Tuple[int, ...]] = field(default_factory=dict)  # op -> inputs that must be constants
+    scale_types: FrozenSet[str] = frozenset({"FLOAT"})  # Q/DQ scale types the importer reads (FP16 Q/DQ: 10/11)
+    scale_source: str = SCALE_85
 
 
 def _attribute_rules(source, newer):
@@ -203,14 +208,15 @@ RULES = {
         io_types=_types("F", "BF", "FP8", "I8", "I4", "U8", "I32", "I64", "B") | {"DOUBLE"}, io_source=OPS_10,
         quantized_only=_types("I8", "FP8", "I4"), attributes=_attribute_rules(OPS_10, newer=True),
         constant_inputs=dict(_REDUCE_AXES, CumSum=(1,), Slice=(3,), Squeeze=(1,), Unsqueeze=(1,), Pad=(3,),
-                             Dropout=(2,), OneHot=(1,))),
+                             Dropout=(2,), OneHot=(1,)), scale_types=_types("F", "BF"), scale_source=SCALE_10),
     "11": Rules(
         release="11", opset=(9, 24), opset_source=OPSET_11, types=TYPES_TABLE_11, unsupported=UNSUPPORTED_11,
         ops_source=OPS_11, downcast={"DOUBLE": "FLOAT"}, cast_types=TYPES_TABLE_11["Cast"], cast_source=OPS_11,
         quantize_outputs=_types("I8", "FP8", "FP4", "I4"), quantize_source=OPS_11, uint8_source=UINT8_10,
         io_types=_types("F", "BF", "FP8", "FP4", "I8", "I4", "U8", "I32", "I64", "B") | {"DOUBLE"}, io_source=OPS_11,
         quantized_only=_types("I8", "FP8", "FP4", "I4"), attributes=_attribute_rules(OPS_11, newer=True),
-        constant_inputs=dict(_REDUCE_AXES, CumSum=(1,), Squeeze=(1,), Unsqueeze=(1,), Dropout=(2,), OneHot=(1,))),
+        constant_inputs=dict(_REDUCE_AXES, CumSum=(1,), Squeeze=(1,), Unsqueeze=(1,), Dropout=(2,), OneHot=(1,)),
+        scale_types=_types("F", "BF"), scale_source=SCALE_10),
 }
 
 # Which input carries the type the operator table talks about (default: input 0); Constant-like ops
@@ -441,9 +447,18 @@ def _uint8_violations(onnx, graph, rules, node, violation):
 
 
 def _quantization_violations(onnx, graph, rules, node, violation):
-    """Q/DQ: DequantizeLinear takes only quantized activations (no INT32 bias), zero points are zero, and
-    (10/11) quantized types are usable only through DequantizeLinear."""
+    """Q/DQ: DequantizeLinear takes only quantized activations (no INT32 bias), zero points are zero, scales are of a
+    type the importer reads (FP16 scales, as an FP16 Q/DQ ONNX has them, from 10 on) and positive (an FP16 scale
+    rounds to 0 below 6e-8), and (10/11) quantized types are usable only through DequantizeLinear."""
     op = node.op_type
+    if op in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 1:
+        scale = node.input[1]
+        scale_type = graph.type_of(scale)
+        if scale_type is not None and scale_type not in rules.scale_types:
+            yield violation("{} scale must be {}, got {}".format(op, "/".join(sorted(rules.scale_types)), scale_type),
+                            rules.scale_source)
+        if scale in graph.constants and not (onnx.numpy_helper.to_array(graph.constants[scale]) > 0).all():
+            yield violation("{} scale coefficients must all be positive".format(op), POSITIVE)
     if op == "DequantizeLinear":
         allowed = rules.types["DequantizeLinear"]
         got = graph.type_of(node.input[0])
