@@ -6,9 +6,10 @@ Two deliberate departures from the reference code, both numerically exact:
 adaptive average pooling and nearest upsampling in SCE are written as small
 constant matrices (pool = P_h @ x @ P_w^T), so the classic ONNX exporter at
 opset 17 emits MatMul instead of refusing the graph or emitting Gather chains.
+The matrices are non-persistent buffers per feature size (SCEMatrices), built
+on the model's device: a forward makes no host-to-device copies.
 """
 import copy
-import functools
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Tuple
 
@@ -83,62 +84,50 @@ def check_input_size(height, width):
 
 # ----------------------------------------------------------------------------------------------
 # Exact linear-map versions of adaptive average pooling and nearest upsampling.
+#
+# Sizes are Python ints (eager runs and static exports) or 0-d int64 tensors (exports with dynamic H x W, where the
+# same ops become Range/compare/Cast nodes and the sizes stay symbolic). With ints the matrices are built on
+# ``device`` by device-side ops (arange, compare, divide, clamp: kernels with scalar arguments, no host data), so a
+# forward never copies from the host: such a copy is illegal while a CUDA graph captures, and stalls the stream
+# otherwise. In a static ONNX trace the same ops have constant inputs, so the exporter's constant propagation turns
+# them into the initializers earlier releases baked in from NumPy (same bytes).
 
 
-@functools.lru_cache(maxsize=None)
-def adaptive_pool_matrix(in_size, out_size):
-    """(out_size, in_size) matrix whose rows average the bins of F.adaptive_avg_pool1d."""
-    mat = np.zeros((out_size, in_size), dtype=np.float32)
-    for i in range(out_size):
-        start = (i * in_size) // out_size
-        end = -((-(i + 1) * in_size) // out_size)  # ceil, as in PyTorch's adaptive pooling
-        mat[i, start:end] = 1.0 / (end - start)
-    return torch.from_numpy(mat)
-
-
-@functools.lru_cache(maxsize=None)
-def nearest_upsample_matrix(in_size, out_size):
-    """(out_size, in_size) 0/1 matrix reproducing F.interpolate(mode="nearest") along one axis."""
-    scale = np.float32(in_size) / np.float32(out_size)  # PyTorch computes the scale in float32
-    src = np.minimum(np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64), in_size - 1)
-    mat = np.zeros((out_size, in_size), dtype=np.float32)
-    mat[np.arange(out_size), src] = 1.0
-    return torch.from_numpy(mat)
-
-
-def separable_map(x, rows, cols):
-    """rows @ x @ cols^T over the last two axes: (B, C, H, W) -> (B, C, rows.shape[0], cols.shape[0])."""
-    rows = rows.to(dtype=x.dtype, device=x.device)
-    cols = cols.to(dtype=x.dtype, device=x.device)
-    return torch.matmul(torch.matmul(rows, x), cols.t())
-
-
-# Shape-tensor versions for exports with dynamic H x W: the same matrices, built in the graph from
-# 0-d int64 sizes (Range/compare/Cast ops) instead of baked in as constants.
-
-
-def shape_of(x):
-    """(B, C, H, W) sizes as a 1-D int64 tensor; traced as a Shape op, so sizes stay symbolic in ONNX."""
-    return torch._shape_as_tensor(x)
-
-
-def dynamic_pool_matrix(in_size, out_size):
-    """adaptive_pool_matrix for 0-d int64 tensor sizes: (out_size, in_size) float32."""
-    rows = torch.arange(out_size)  # (out,)
+def adaptive_pool_matrix(in_size, out_size, device=None):
+    """(out_size, in_size) float32 matrix whose rows average the bins of F.adaptive_avg_pool1d."""
+    rows = torch.arange(out_size, device=device)  # (out,)
     start = rows * in_size // out_size
-    end = ((rows + 1) * in_size + out_size - 1) // out_size  # ceil
-    cols = torch.arange(in_size)  # (in,)
+    end = ((rows + 1) * in_size + out_size - 1) // out_size  # ceil, as in PyTorch's adaptive pooling
+    cols = torch.arange(in_size, device=device)  # (in,)
     # reshape(-1, 1), not unsqueeze(1): for out_size 1 torch 2.1's exporter folds (rows + 1) * in_size to a 0-d
     # tensor, and an Unsqueeze at axis 1 of a 0-d tensor is invalid ONNX; a Reshape takes 0-d and 1-d alike.
     inside = (cols.reshape(1, -1) >= start.reshape(-1, 1)) & (cols.reshape(1, -1) < end.reshape(-1, 1))
     return inside.float() / (end - start).reshape(-1, 1).float()
 
 
-def dynamic_upsample_matrix(in_size, out_size):
-    """nearest_upsample_matrix for 0-d int64 tensor sizes: (out_size, in_size) 0/1 float32."""
-    scale = in_size.float() / out_size.float()  # float32, as PyTorch's nearest interpolation
-    src = torch.minimum(torch.floor(torch.arange(out_size).float() * scale).long(), in_size - 1)  # (out,)
-    return (torch.arange(in_size).reshape(1, -1) == src.reshape(-1, 1)).float()  # reshape: see dynamic_pool_matrix
+def nearest_upsample_matrix(in_size, out_size, device=None):
+    """(out_size, in_size) 0/1 float32 matrix reproducing F.interpolate(mode="nearest") along one axis."""
+    dynamic = torch.is_tensor(in_size)
+    # float32, as PyTorch's nearest interpolation (with int sizes the same float32 quotient, as a Python number)
+    scale = in_size.float() / out_size.float() if dynamic else float(np.float32(in_size) / np.float32(out_size))
+    src = torch.floor(torch.arange(out_size, device=device).float() * scale).long()  # (out,)
+    src = torch.minimum(src, in_size - 1) if dynamic else src.clamp(max=in_size - 1)
+    return (torch.arange(in_size, device=device).reshape(1, -1) == src.reshape(-1, 1)).float()  # reshape: see above
+
+
+def separable_map(x, rows, cols):
+    """rows @ x @ cols^T over the last two axes: (B, C, H, W) -> (B, C, rows.shape[0], cols.shape[0]).
+
+    ``rows`` and ``cols`` are already on x's device (SCE's buffers); the cast is a no-op unless autocast or a dynamic
+    export gives x another float type. The torch2trt route converts this function as a whole (sanet.torch2trt_route).
+    """
+    rows, cols = rows.to(dtype=x.dtype), cols.to(dtype=x.dtype)
+    return torch.matmul(torch.matmul(rows, x), cols.t())
+
+
+def shape_of(x):
+    """(B, C, H, W) sizes as a 1-D int64 tensor; traced as a Shape op, so sizes stay symbolic in ONNX."""
+    return torch._shape_as_tensor(x)
 
 
 def dynamic_grid_width(grid_height, feat_height, feat_width):
@@ -214,6 +203,28 @@ class ResNet18DeepStem(nn.Module):
         return feat8, feat16, feat32
 
 
+class SCEMatrices(nn.Module):
+    """SCE's 16 pooling/upsampling matrices at one feature size (h, w), as non-persistent buffers: not in the state
+    dict (reference checkpoints load with strict=True), moved and cast by .to() and copied by deepcopy with the model.
+    Branch i (grid g x g_w) has pool_i_rows (g, h), pool_i_cols (g_w, w), up_i_rows (h, g), up_i_cols (w, g_w)."""
+
+    def __init__(self, height, width, grid_heights, dtype, device):
+        super().__init__()
+        for index, grid_height in enumerate(grid_heights):
+            grid = sce_grid(grid_height, height, width)
+            matrices = {"pool_{}_rows": adaptive_pool_matrix(height, grid[0], device),
+                        "pool_{}_cols": adaptive_pool_matrix(width, grid[1], device),
+                        "up_{}_rows": nearest_upsample_matrix(grid[0], height, device),
+                        "up_{}_cols": nearest_upsample_matrix(grid[1], width, device)}
+            for name, matrix in matrices.items():
+                self.register_buffer(name.format(index), matrix.to(dtype), persistent=False)
+
+    def branch(self, index):
+        """((pool rows, pool cols), (upsample rows, upsample cols)) of branch ``index``."""
+        return ((getattr(self, "pool_{}_rows".format(index)), getattr(self, "pool_{}_cols".format(index))),
+                (getattr(self, "up_{}_rows".format(index)), getattr(self, "up_{}_cols".format(index))))
+
+
 class SCE(nn.Module):
     """Selective context encoding: four pooled context branches blended by spatial attention."""
 
@@ -228,14 +239,19 @@ class SCE(nn.Module):
         branches = len(self.GRID_HEIGHTS)
         self.spatial_attention = nn.Sequential(ConvBNReLU(ch * branches, ch, 1), nn.Conv2d(ch, branches, 1, bias=False))
         nn.init.zeros_(self.spatial_attention[1].weight)
+        # "hxw" -> SCEMatrices, filled on the first forward at each feature size (a few KB each). Built there, on the
+        # input's device by device-side ops, rather than up front: the sizes a model will run at are known only from
+        # its inputs, and a build on the device needs no host copy even the first time (a CUDA-graph capture may be
+        # the first forward at its size).
+        self.matrices = nn.ModuleDict()
 
     dynamic_shapes = False  # True only in exports with dynamic H x W (see DeployGraph)
 
     def forward(self, x):
         x = self.reduce_channel(x)  # (B, 128, h, w) with h, w = H/32, W/32
         contexts = []
-        for index, grid_height in enumerate(self.GRID_HEIGHTS):
-            pool, upsample = self._pool_and_upsample(x, grid_height)  # (g, h), (g_w, w); (h, g), (w, g_w)
+        for index in range(len(self.GRID_HEIGHTS)):
+            pool, upsample = self._pool_and_upsample(x, index)  # (g, h), (g_w, w); (h, g), (w, g_w)
             pooled = separable_map(x, *pool)  # (B, 128, g, g_w)
             branch = getattr(self.spp, "spp_{}".format(index + 1))(pooled)
             contexts.append(separable_map(branch, *upsample))  # (B, 128, h, w)
@@ -244,19 +260,21 @@ class SCE(nn.Module):
             x = x + context * attention[:, index:index + 1]
         return x
 
-    def _pool_and_upsample(self, x, grid_height):
-        """The row and column matrices of one branch's adaptive pooling and of its nearest upsampling back."""
+    def _pool_and_upsample(self, x, index):
+        """The row and column matrices of branch ``index``'s adaptive pooling and of its nearest upsampling back."""
         if self.dynamic_shapes:
             shape = shape_of(x)
             height, width = shape[2], shape[3]
+            grid_height = self.GRID_HEIGHTS[index]
             grid = torch.tensor(grid_height, dtype=torch.int64)
             grid_width = dynamic_grid_width(grid_height, height, width)
-            return ((dynamic_pool_matrix(height, grid), dynamic_pool_matrix(width, grid_width)),
-                    (dynamic_upsample_matrix(grid, height), dynamic_upsample_matrix(grid_width, width)))
+            return ((adaptive_pool_matrix(height, grid), adaptive_pool_matrix(width, grid_width)),
+                    (nearest_upsample_matrix(grid, height), nearest_upsample_matrix(grid_width, width)))
         height, width = int(x.shape[-2]), int(x.shape[-1])
-        grid = sce_grid(grid_height, height, width)
-        return ((adaptive_pool_matrix(height, grid[0]), adaptive_pool_matrix(width, grid[1])),
-                (nearest_upsample_matrix(grid[0], height), nearest_upsample_matrix(grid[1], width)))
+        key = "{}x{}".format(height, width)
+        if key not in self.matrices:
+            self.matrices[key] = SCEMatrices(height, width, self.GRID_HEIGHTS, self.reduce_channel.conv.weight.dtype, x.device)
+        return self.matrices[key].branch(index)
 
 
 def generalized_mean_pool(x, p=3.0, eps=1e-6):

@@ -1,5 +1,8 @@
-"""Model definition: shapes, reference names, exact pooling/upsampling, BN folding, ONNX export."""
+"""Model definition: shapes, reference names, exact pooling/upsampling, SCE's matrices as buffers (no host-to-device
+copies in forward), BN folding, ONNX export."""
 import collections
+import contextlib
+import copy
 
 import pytest
 import torch
@@ -12,8 +15,6 @@ from sanet.model import (
     count_gflops,
     count_parameters,
     dynamic_grid_width,
-    dynamic_pool_matrix,
-    dynamic_upsample_matrix,
     fold_batchnorm,
     generalized_mean_pool,
     nearest_upsample_matrix,
@@ -70,10 +71,10 @@ def test_pooling_and_upsampling_match_torch(in_hw, out_hw):
     assert relative_error(pooled, F.adaptive_avg_pool2d(x, out_hw)) <= 1e-5
     up = separable_map(pooled, nearest_upsample_matrix(out_hw[0], in_hw[0]), nearest_upsample_matrix(out_hw[1], in_hw[1]))
     assert torch.equal(up, F.interpolate(pooled, size=in_hw, mode="nearest"))
-    for size_in, size_out in zip(in_hw, out_hw):  # the in-graph versions used by dynamic-shape exports
+    for size_in, size_out in zip(in_hw, out_hw):  # 0-d tensor sizes, as in dynamic-shape exports
         sizes = torch.tensor(size_in), torch.tensor(size_out)
-        assert torch.equal(dynamic_pool_matrix(*sizes), adaptive_pool_matrix(size_in, size_out))
-        assert torch.equal(dynamic_upsample_matrix(*sizes[::-1]), nearest_upsample_matrix(size_out, size_in))
+        assert torch.equal(adaptive_pool_matrix(*sizes), adaptive_pool_matrix(size_in, size_out))
+        assert torch.equal(nearest_upsample_matrix(*sizes[::-1]), nearest_upsample_matrix(size_out, size_in))
 
 
 def test_dynamic_grid_width_rounds_like_the_static_grid():
@@ -82,6 +83,93 @@ def test_dynamic_grid_width_rounds_like_the_static_grid():
             for grid in (6, 3, 2, 1):
                 got = int(dynamic_grid_width(grid, torch.tensor(height), torch.tensor(width)))
                 assert got == sce_grid(grid, height, width)[1], (grid, height, width)
+
+
+def test_sce_matrices_are_buffers_outside_the_state_dict(shared_docs):
+    model = build_model("sanet", 19).eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 64, 128))  # feature size 2x4
+    matrices = model.sce.matrices["2x4"]
+    assert len(list(matrices.buffers())) == 16
+    assert matrices.branch(0)[0][0].shape == (6, 2) and matrices.branch(0)[1][1].shape == (4, 12)  # grid 6x12 on 2x4
+    expected = reference_entries(shared_docs)
+    assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == expected  # nothing new in checkpoints
+    build_model("sanet", 19).load_state_dict(model.state_dict(), strict=True)
+    model.load_state_dict(build_model("sanet", 19).state_dict(), strict=True)  # and a model holding them loads strictly
+    moved = copy.deepcopy(model).to("meta", torch.float64)
+    assert all(b.device.type == "meta" and b.dtype == torch.float64 for b in moved.sce.matrices["2x4"].buffers())
+
+
+class HostCopies:
+    """Records every host-to-device transfer made inside the block, for a model on the meta device (the CPU stands
+    for the host, meta for the GPU). Two modes, because no one of them sees both kinds:
+    * a TorchDispatchMode sees every aten op, nested ones included: an op with tensors on the host and on the device
+      (``.to(device)``, ``copy_``, a host tensor fed to a device op) is a transfer;
+    * a TorchFunctionMode sees ``torch.tensor(data, device=...)`` and its kin, which copy Python or NumPy data to
+      the device inside the call (the dispatch mode sees no op of theirs)."""
+
+    FROM_HOST_DATA = {"tensor", "as_tensor", "asarray"}
+
+    def __init__(self):
+        self.calls = []
+
+    @contextlib.contextmanager
+    def recording(self):
+        from torch.overrides import TorchFunctionMode
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+
+        calls = self.calls
+
+        def devices(*values):
+            return {t.device.type for t in tree_flatten(values)[0] if isinstance(t, torch.Tensor)}
+
+        class Ops(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if {"cpu", "meta"} <= devices(args, kwargs):
+                    calls.append(str(func))
+                out = func(*args, **(kwargs or {}))
+                if {"cpu", "meta"} <= devices(args, kwargs, out):
+                    calls.append(str(func))
+                return out
+
+        class Functions(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                if getattr(func, "__name__", "") in HostCopies.FROM_HOST_DATA and "meta" in devices(out):
+                    calls.append("torch." + func.__name__)
+                return out
+
+        with Functions(), Ops():
+            yield calls
+
+
+def test_copy_recorder_catches_the_old_separable_map():
+    x = torch.zeros(1, 4, 2, 4, device="meta")
+    rows, cols = adaptive_pool_matrix(2, 6), adaptive_pool_matrix(4, 12)  # host matrices, as the old lru_cache kept
+    recorder = HostCopies()
+    with recorder.recording():
+        # the lines every forward ran before SCE's matrices became buffers
+        rows, cols = rows.to(dtype=x.dtype, device=x.device), cols.to(dtype=x.dtype, device=x.device)
+        torch.matmul(torch.matmul(rows, x), cols.t())
+        torch.tensor([1.0, 2.0], device="meta")
+    assert recorder.calls == ["aten._to_copy.default", "aten._to_copy.default", "torch.tensor"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_forward_makes_no_host_to_device_copies(variant):
+    """CUDA-graph capture refuses synchronous host-to-device copies; on the meta device any such copy is recorded."""
+    model = build_model(variant, 11).to("meta")
+    images = torch.zeros(2, 3, 64, 128, device="meta")
+    recorder = HostCopies()
+    with recorder.recording():
+        model.train()(images)  # the first forward at this size builds SCE's matrices, on the device
+        with torch.no_grad():
+            model.eval()(images)
+            model(torch.zeros(1, 3, 96, 160, device="meta"))  # another size: another set
+    assert recorder.calls == []
+    assert sorted(model.sce.matrices) == ["2x4", "3x5"]
+    assert {b.device.type for b in model.sce.matrices.buffers()} == {"meta"}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
