@@ -18,7 +18,7 @@ TensorRT's IMatrixMultiplyLayer needs operands of equal rank. This module suppli
   that would not convert, and every matmul whose operands TensorRT would get at unequal ranks;
 * ``convert()``: refuses a model the trace finds a problem in, else converts it with torch2trt.
 
-torch2trt and TensorRT are imported only inside ``register_converters``, ``convert`` and the converters.
+torch2trt and TensorRT are imported only inside the functions that use them.
 """
 import contextlib
 import copy
@@ -35,7 +35,7 @@ PRECISIONS = ("fp32", "fp16")  # torch2trt's fp16_mode off / on
 # .size() into shape layers and lets dim(), .dtype and .device pass.
 METADATA = {"torch.Tensor.shape", "torch.Tensor.size", "torch.Tensor.dim", "torch.Tensor.ndim", "torch.Tensor.dtype",
             "torch.Tensor.device"}
-# torch2trt's own matmul converter (convert_matmul at the pinned commit) and how it adds a constant operand.
+# The names torch2trt's own matmul converter hooks (convert_matmul at the pinned commit; constants lose leading 1-dims).
 TORCH2TRT_MATMULS = {"torch.matmul", "torch.Tensor.__matmul__"}
 
 
@@ -50,7 +50,7 @@ def _arg(ctx, name, position, default=None):
     return ctx.method_args[position] if len(ctx.method_args) > position else default
 
 
-def _network_tensor(ctx, tensor, call):
+def _network_tensor(tensor, call):
     """The TensorRT tensor behind a torch tensor of the network; a constant here means an earlier call was frozen."""
     trt_tensor = getattr(tensor, "_trt", None)
     if trt_tensor is None:
@@ -77,7 +77,7 @@ def convert_separable_map(ctx):
     import tensorrt as trt
 
     x, rows, cols = (_arg(ctx, name, index) for index, name in enumerate(("x", "rows", "cols")))
-    x_trt = _network_tensor(ctx, x, "separable_map")
+    x_trt = _network_tensor(x, "separable_map")
     rank, dtype = x.dim(), _numpy_dtype(x)
     rows_trt = _constant(ctx, rows.detach().cpu().numpy(), rank, dtype)  # (1, 1, r, h)
     cols_t = _constant(ctx, cols.detach().cpu().numpy().T, rank, dtype)  # (1, 1, w, c)
@@ -94,7 +94,7 @@ def convert_pixel_shuffle(ctx):
     out = ctx.method_return
     # Sizes from the output: it has no TensorRT tensor yet, so torch2trt's shape wrapping leaves its .shape plain.
     channels, height, width = int(out.shape[1]), int(out.shape[2]) // factor, int(out.shape[3]) // factor
-    split = ctx.network.add_shuffle(_network_tensor(ctx, x, "pixel_shuffle"))
+    split = ctx.network.add_shuffle(_network_tensor(x, "pixel_shuffle"))
     split.reshape_dims = (0, channels, factor, factor, height, width)  # 0: the batch, copied from the input
     split.second_transpose = (0, 1, 4, 2, 5, 3)
     merge = ctx.network.add_shuffle(split.get_output(0))
@@ -111,7 +111,7 @@ def convert_amax(ctx):
     dims = _arg(ctx, "dim", 1, ())
     dims = (dims,) if isinstance(dims, int) else tuple(dims) or tuple(range(rank))
     axes = sum(1 << axis for axis in {int(d) % rank for d in dims})
-    layer = ctx.network.add_reduce(_network_tensor(ctx, x, "Tensor.amax"), trt.ReduceOperation.MAX, axes,
+    layer = ctx.network.add_reduce(_network_tensor(x, "Tensor.amax"), trt.ReduceOperation.MAX, axes,
                                    bool(_arg(ctx, "keepdim", 2, False)))
     ctx.method_return._trt = layer.get_output(0)
 
@@ -130,13 +130,13 @@ def convert_pow(ctx):
     else:
         value = exponent.detach().cpu().numpy() if isinstance(exponent, torch.Tensor) else exponent
         exponent_trt = _constant(ctx, value, rank, dtype)
-    layer = ctx.network.add_elementwise(_network_tensor(ctx, x, "Tensor.pow"), exponent_trt, trt.ElementWiseOperation.POW)
+    layer = ctx.network.add_elementwise(_network_tensor(x, "Tensor.pow"), exponent_trt, trt.ElementWiseOperation.POW)
     ctx.method_return._trt = layer.get_output(0)
 
 
 def convert_detach(ctx):
     """Tensor.detach(): the same values (gradients do not exist in an engine), so the same TensorRT tensor."""
-    ctx.method_return._trt = _network_tensor(ctx, ctx.method_args[0], "Tensor.detach")
+    ctx.method_return._trt = _network_tensor(ctx.method_args[0], "Tensor.detach")
 
 
 CONVERTERS = {
