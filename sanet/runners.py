@@ -22,7 +22,10 @@ includes host<->device copies (ONNX Runtime on a GPU provider without torch CUDA
 import contextlib
 import copy
 import functools
+import io
 import os
+import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -113,8 +116,9 @@ class Runner:
         raise NotImplementedError
 
     device_resident = False  # execute() is free of host<->device copies (always so on the CPU)
-    # May stay activated between a benchmark's visits: its activated state is small and holds no memory pool, so a
-    # close and re-activation would only cost another warm-up iteration.
+    # May stay activated between a benchmark's visits (released, not closed): its activated state is small and holds
+    # no memory pool, so a close and re-activation would only cost another warm-up iteration (PyTorch on the CPU), or
+    # re-activating costs far more than what it holds (the TensorRT execution provider's engine).
     keeps_warm = False
     cuda_stream = None  # the torch.cuda.Stream execute() runs on, or None (time with the host clock)
     staged = outputs = None
@@ -334,9 +338,15 @@ class OnnxFileRunner(Runner):
         return inputs
 
 
-GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+CPU_PROVIDER, CUDA_PROVIDER, TRT_PROVIDER = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+GPU_PROVIDERS = (CUDA_PROVIDER, TRT_PROVIDER)
 ORT_TENSOR_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int32)": np.int32,
                     "tensor(int64)": np.int64, "tensor(uint8)": np.uint8}  # an ONNX output type -> its element type
+# What the TensorRT execution provider makes of a file (its "sanet.precision"): an FP32 export runs as fp32 or
+# (trt_fp16_enable) fp16, an FP16 export as fp16; a Q/DQ export runs int8 (trt_int8_enable; with FP16 allowed too, as
+# the engines' classic INT8 route builds, so layers without an INT8 kernel fall back to FP16 and not FP32). ONNX
+# Runtime's TensorRT EP options: onnxruntime.ai/docs/execution-providers/TensorRT-ExecutionProvider.html.
+TRT_EP_PRECISIONS = {"fp32": ("fp32", "fp16"), "fp16": ("fp16",), "int8": ("int8",)}
 
 
 def ort_device(providers):
@@ -345,29 +355,125 @@ def ort_device(providers):
     return torch.device("cuda" if providers[0] in GPU_PROVIDERS and torch.cuda.is_available() else "cpu")
 
 
+def check_providers(requested, running, available, path, log=""):
+    """Refuse a session that does not run every provider asked for: ONNX Runtime drops a provider missing from its
+    build with a warning, and one that fails to load (a TensorRT EP without the TensorRT its build pins) with an
+    "EP Error ... Falling back" print, and then runs on what is left, so a row labelled TensorRT would time CUDA or
+    the CPU. ``log``: what ONNX Runtime printed while creating the session (its reason is quoted)."""
+    missing = [name for name in requested if name not in running]
+    if not missing:
+        return
+    name = missing[0]
+    if name not in available:
+        why = "{} is not in this onnxruntime build (it has {}): install onnxruntime-gpu (on a Jetson, the Jetson Zoo " \
+              "wheel for its JetPack)".format(name, ", ".join(available))
+    else:
+        reason = next((line.strip() for line in log.splitlines() if line.startswith("EP Error")), "")
+        why = "{} failed to load{}: install the TensorRT/CUDA version this onnxruntime build was made for (see " \
+              "onnxruntime.ai, execution providers, requirements) or use the TensorRT engine rows".format(
+                  name, " ({})".format(reason[:200]) if reason else "")
+    raise SanetError("ONNX Runtime would run {} on {} instead of {}, so the row would not be what it says: {}".format(
+        path, ", ".join(running), ", ".join(requested), why))
+
+
+def trt_library_version():
+    """The version number libnvinfer reports (e.g. 8502 for 8.5.2, 100300 for 10.3.0): the TensorRT the TensorRT EP
+    loads, read without importing the Python bindings; None where no libnvinfer loads."""
+    import ctypes
+
+    for name in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"):
+        try:
+            return int(ctypes.CDLL(name).getInferLibVersion())
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def trt_cache_key(onnx_path, options):
+    """What a TensorRT EP engine cache depends on (ONNX Runtime reuses a cached engine without checking any of it,
+    and its documentation asks to clear the cache when one changes): the ONNX file's content, the provider options,
+    the ONNX Runtime and TensorRT versions, the GPU and the L4T release -> (key, facts)."""
+    import hashlib
+    import json
+
+    import onnxruntime
+
+    from .fileio import sha256_file
+    from .power import l4t_release
+
+    gpu = None
+    if torch.cuda.is_available():
+        gpu = "{} sm{}{}".format(torch.cuda.get_device_name(0), *torch.cuda.get_device_capability(0))
+    facts = {"onnx_sha256": sha256_file(onnx_path), "options": options, "onnxruntime": onnxruntime.__version__,
+             "tensorrt_library": trt_library_version(), "gpu": gpu, "l4t": l4t_release()}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16], facts
+
+
 class OrtRunner(OnnxFileRunner, DeviceRunner):
     """ONNX Runtime on an exported SANet ONNX file; the file's metadata says its layout and classes.
 
-    Construction reads the file's graph inputs and metadata (no session); ``activate`` creates the session. Input and
-    output are torch tensors bound in place (I/O binding) on the device the provider computes on, so ``execute`` is
-    the network alone and the class map is argmaxed there (as trtexec and our TensorRT runner time it).
+    Construction reads the file's graph inputs and metadata (no session); ``activate`` creates the session and refuses
+    it when ONNX Runtime did not load every provider asked for (:func:`check_providers`). Input and output are torch
+    tensors bound in place (I/O binding) on the device the provider computes on, so ``execute`` is the network alone
+    and the class map is argmaxed there (as trtexec and our TensorRT runner time it).
+
+    ``precision`` is what the row says: on the TensorRT provider it sets the provider's FP16/INT8 flags
+    (:data:`TRT_EP_PRECISIONS`); the CUDA provider runs the file's own precision; a CPU session runs the file as
+    written under the label given (numerics.EmulatedRunner names its emulated precision this way).
+    ``cache_dir``: where the TensorRT provider keeps its engines, in a folder per :func:`trt_cache_key` (None: no cache,
+    the engine is built at every activation).
     """
 
-    def __init__(self, path, providers=None, precision=None, threads=None):
-        ort = require("onnxruntime", "pip install 'sanet[onnx]'")
-        available = ort.get_available_providers()
-        self.providers = list(providers or ["CPUExecutionProvider"])
-        missing = [p for p in self.providers if p not in available]
-        if missing:
-            raise SanetError("ONNX Runtime provider {} is not available here (have: {}): install onnxruntime-gpu".format(
-                missing[0], ", ".join(available)))
+    def __init__(self, path, providers=None, precision=None, threads=None, cache_dir=None):
+        require("onnxruntime", "pip install 'sanet[onnx]'")
         from .export import INPUT_NAME
 
+        self.providers = list(providers or [CPU_PROVIDER])
         self.info = describe_onnx(path, "onnxruntime", self.providers[0].replace("ExecutionProvider", "").lower(), precision)
         self.path, self.threads, self.session, self.input_name = os.fspath(path), threads, None, INPUT_NAME
+        self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+        stored = self.info.extra["metadata"].get("sanet.precision", "fp32")
+        if self.providers[0] == TRT_PROVIDER:
+            allowed = TRT_EP_PRECISIONS.get(stored, ())
+            if self.info.precision not in allowed:
+                raise SanetError("the TensorRT provider runs {} ({}) as {}, not {}".format(
+                    self.path, stored, " or ".join(allowed) or "nothing", self.info.precision))
+            if self.info.extra["metadata"].get("sanet.int8_activations") == "uint8":
+                raise SanetError("{} quantizes activations as uint8 (the x86 CPU file); TensorRT reads signed INT8 Q/DQ "
+                                 "only: use the int8-activation Q/DQ export".format(self.path))
+        elif self.providers[0] == CUDA_PROVIDER and self.info.precision != stored:
+            raise SanetError("the CUDA provider runs {} in its own precision ({}), not {}: use the TensorRT provider or "
+                             "a TensorRT engine for {}".format(self.path, stored, self.info.precision, self.info.precision))
         self.device = ort_device(self.providers)
         self.device_resident = self.device.type == "cuda" or self.providers[0] not in GPU_PROVIDERS
         self.binding = self.output = self.output_name = self.output_type = None
+
+    @property
+    def keeps_warm(self):
+        """The TensorRT provider's session holds the engine it built (minutes on a Jetson) or read from its cache:
+        closing it between a benchmark's visits would pay that again every round."""
+        return self.providers[0] == TRT_PROVIDER
+
+    def provider_options(self):
+        """[(provider, options)] for the session: the TensorRT provider gets the row's precision flags and, with a
+        ``cache_dir``, an engine cache in a folder keyed by everything the engine depends on."""
+        chosen = []
+        for name in self.providers:
+            options = {}
+            if name == TRT_PROVIDER:
+                options = {"trt_fp16_enable": self.info.precision in ("fp16", "int8"),
+                           "trt_int8_enable": self.info.precision == "int8"}
+                if self.cache_dir is not None:
+                    from .fileio import write_json_atomic
+
+                    key, facts = trt_cache_key(self.path, options)
+                    folder = os.path.join(self.cache_dir, "{}_{}".format(os.path.splitext(os.path.basename(self.path))[0], key))
+                    os.makedirs(folder, exist_ok=True)
+                    write_json_atomic(os.path.join(folder, "cache.json"), facts)  # what this folder's engines were built for
+                    options = dict(options, trt_engine_cache_enable=True, trt_engine_cache_path=folder)
+                self.info.extra["provider_options"] = options
+            chosen.append((name, options))
+        return chosen
 
     def activate(self):
         if not self.active:
@@ -375,21 +481,36 @@ class OrtRunner(OnnxFileRunner, DeviceRunner):
             options = ort.SessionOptions()
             if self.threads:
                 options.intra_op_num_threads = self.threads
-            self.session = self.open_session(ort, options)
-            self.binding = self.session.io_binding()
-            output = self.session.get_outputs()[0]
+            # ONNX Runtime reports a dropped provider as a Python warning and a failed one as printed lines, then
+            # carries on: both are captured here and the session is checked before it is kept.
+            with warnings.catch_warnings(record=True), contextlib.redirect_stdout(io.StringIO()) as printed:
+                warnings.simplefilter("always")
+                session = self.open_session(ort, options)
+            check_providers(self.providers, session.get_providers(), ort.get_available_providers(), self.path,
+                            printed.getvalue())
+            sys.stdout.write(printed.getvalue())  # anything else it printed, once the session is accepted
+            self.session, self.binding = session, session.io_binding()
+            output = session.get_outputs()[0]
             self.output_name, self.output_type = output.name, ORT_TENSOR_TYPES[output.type]
         return super().activate()
 
     def open_session(self, ort, options):
         try:
-            return ort.InferenceSession(self.path, options, providers=self.providers)
+            return ort.InferenceSession(self.path, options, providers=self.provider_options())
         except Exception as exc:
             raise SanetError("ONNX Runtime cannot load {}: {}".format(self.path, str(exc).splitlines()[0][:160])) from exc
 
     def close(self):
         self.session = self.binding = self.output = None
         super().close()
+
+    def release(self):
+        """Also let go of the bound output (160 MB of logits at 1024x2048) of a session that stays warm."""
+        super().release()
+        self.output = None
+        if self.binding is not None:
+            self.binding.clear_binding_inputs()
+            self.binding.clear_binding_outputs()
 
     def stage(self, inputs):
         """The input array -> a tensor on the session's device, bound as its input; the output is bound to a tensor

@@ -12,7 +12,7 @@ from sanet.data import open_dataset
 from sanet.errors import SanetError
 from sanet.export import ExportConfig, export_onnx, read_metadata
 from sanet.parity import compare
-from sanet.runners import OrtRunner, TorchRunner, class_map_tensor, ort_device
+from sanet.runners import TRT_PROVIDER, OrtRunner, TorchRunner, check_providers, class_map_tensor, ort_device
 
 
 @pytest.mark.parametrize("size", RESOLUTIONS)
@@ -225,15 +225,103 @@ def test_class_map_is_argmax_with_the_first_maximum_winning():
 
 
 def test_gpu_providers_bind_cuda_tensors_only_where_torch_has_cuda(exported, monkeypatch):
-    import onnxruntime
-
     _, paths = exported
     gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: gpu)  # construction reads the file only
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # construction reads the file only
     runner = OrtRunner(paths[(128, 256)], providers=gpu)
     assert runner.device.type == "cpu" and not runner.device_resident  # the provider copies inside each run
     assert runner.info.device == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert ort_device(gpu).type == "cuda" and ort_device(["TensorrtExecutionProvider"]).type == "cuda"
     assert ort_device(["CPUExecutionProvider"]).type == "cpu"
+
+
+# --- ONNX Runtime providers: a row is what it says ---------------------------------------------
+
+
+@pytest.mark.parametrize("providers", [["CUDAExecutionProvider"], ["TensorrtExecutionProvider", "CUDAExecutionProvider"]])
+def test_a_provider_onnxruntime_falls_back_from_is_refused(exported, ort, providers, tmp_path):
+    """This host's onnxruntime has no GPU provider: asked for one, ONNX Runtime really warns and runs the CPU. The
+    runner checks session.get_providers() and refuses, naming the fix, and keeps no session."""
+    if providers[0] in ort.get_available_providers():
+        pytest.skip("{} is in this onnxruntime build: it does not fall back here".format(providers[0]))
+    _, paths = exported
+    precision = "fp16" if providers[0] == TRT_PROVIDER else None
+    runner = OrtRunner(paths[(96, 192)], providers, precision, cache_dir=tmp_path / "cache")
+    assert runner.info.label == "onnxruntime-{}-{}".format(providers[0][:-len("ExecutionProvider")].lower(), precision or "fp32")
+    with pytest.raises(SanetError, match="would run .* on CPUExecutionProvider instead of {}.*not in this onnxruntime build "
+                       r".*install onnxruntime-gpu".format(", ".join(providers))):
+        runner.activate()
+    assert not runner.active and runner.session is None
+
+
+def test_a_provider_that_failed_to_load_is_named_with_onnxruntimes_reason():
+    # What ONNX Runtime printed when its TensorRT EP could not load (microsoft/onnxruntime#17394 format, the text of
+    # github.com/machineminded/Fooocus-inswapper/issues/25): the reason is quoted in the refusal.
+    log = ("*************** EP Error ***************\n"
+           "EP Error D:\\a\\_work\\1\\s\\onnxruntime\\python\\onnxruntime_pybind_state.cc:456 "
+           "onnxruntime::python::RegisterTensorRTPluginsAsCustomOps Please install TensorRT libraries as mentioned in the "
+           "GPU requirements page, make sure they're in the PATH or LD_LIBRARY_PATH, and that your GPU is supported.\n"
+           " when using ['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider']\n"
+           "Falling back to ['CUDAExecutionProvider', 'CPUExecutionProvider'] and retrying.\n"
+           "****************************************\n")
+    requested, available = ["TensorrtExecutionProvider", "CUDAExecutionProvider"], ["TensorrtExecutionProvider",
+                                                                                   "CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(SanetError) as caught:
+        check_providers(requested, ["CUDAExecutionProvider", "CPUExecutionProvider"], available, "m.onnx", log)
+    message = str(caught.value)
+    assert "\n" not in message and "TensorrtExecutionProvider failed to load (EP Error" in message
+    assert "Please install TensorRT libraries" in message and "use the TensorRT engine rows" in message
+    check_providers(requested, requested + ["CPUExecutionProvider"], available, "m.onnx")  # all there: accepted
+
+
+def test_tensorrt_provider_options_follow_the_row_and_key_the_engine_cache(exported, ort, tmp_path):
+    """trt_fp16_enable where the row says fp16, none where it says fp32; the engine cache folder is keyed by the file
+    and the options (ONNX Runtime would reuse a stale engine), and records what it was built for."""
+    _, paths = exported
+    providers = [TRT_PROVIDER, "CUDAExecutionProvider"]
+
+    def options(path, precision):
+        chosen = dict(OrtRunner(path, providers, precision, cache_dir=tmp_path).provider_options())
+        return chosen[TRT_PROVIDER], chosen["CUDAExecutionProvider"]
+
+    (fp16, cuda), (fp32, _) = options(paths[(96, 192)], "fp16"), options(paths[(96, 192)], None)
+    assert cuda == {} and (fp16["trt_fp16_enable"], fp16["trt_int8_enable"], fp32["trt_fp16_enable"]) == (True, False, False)
+    other = options(paths[(128, 256)], "fp16")[0]
+    folders = {fp16["trt_engine_cache_path"], fp32["trt_engine_cache_path"], other["trt_engine_cache_path"]}
+    assert len(folders) == 3 and all(f.startswith(str(tmp_path)) and fp16["trt_engine_cache_enable"] for f in folders)
+    recorded = json.loads((tmp_path / fp16["trt_engine_cache_path"] / "cache.json").read_text())
+    assert recorded["options"] == {"trt_fp16_enable": True, "trt_int8_enable": False}
+    assert recorded["onnxruntime"] == ort.__version__ and len(recorded["onnx_sha256"]) == 64
+    assert options(paths[(96, 192)], "fp16")[0] == fp16  # the same file and options: the same cache
+    assert "trt_engine_cache_path" not in dict(OrtRunner(paths[(96, 192)], providers, "fp16").provider_options())[TRT_PROVIDER]
+    assert OrtRunner(paths[(96, 192)], providers, "fp16").keeps_warm and not OrtRunner(paths[(96, 192)]).keeps_warm
+
+
+def test_provider_precisions_that_do_not_exist_are_refused(exported, tmp_path):
+    import onnx
+
+    from sanet.export import set_metadata
+
+    _, paths = exported
+    with pytest.raises(SanetError, match="the TensorRT provider runs .* as fp32 or fp16, not int8"):
+        OrtRunner(paths[(96, 192)], [TRT_PROVIDER], "int8")
+    with pytest.raises(SanetError, match="the CUDA provider runs .* in its own precision \\(fp32\\), not fp16"):
+        OrtRunner(paths[(96, 192)], ["CUDAExecutionProvider"], "fp16")
+    proto = onnx.load(str(paths[(96, 192)]))
+    set_metadata(proto, dict(read_metadata(paths[(96, 192)]), **{"sanet.precision": "int8", "sanet.int8_activations": "uint8"}))
+    onnx.save(proto, str(tmp_path / "uint8_qdq.onnx"))
+    with pytest.raises(SanetError, match="uint8 .* TensorRT reads signed INT8 Q/DQ only"):
+        OrtRunner(tmp_path / "uint8_qdq.onnx", [TRT_PROVIDER], "int8")
+
+
+def test_a_released_session_runs_again_with_fresh_bindings(exported):
+    """release() (between a bench's visits of a runner that keeps warm) drops the bound output; the next run binds anew."""
+    _, paths = exported
+    frame = np.random.default_rng(5).integers(0, 256, size=(1, 96, 192, 3), dtype=np.uint8)
+    with OrtRunner(paths[(96, 192)]) as runner:
+        inputs = runner.prepare(frame)
+        first = runner.infer(inputs)
+        runner.release()
+        assert runner.output is None and runner.outputs is None and runner.active
+        np.testing.assert_array_equal(runner.infer(inputs), first)
