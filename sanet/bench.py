@@ -1,9 +1,12 @@
 """sanet-bench: FPS at 512x1024 / 768x1536 / 1024x2048 for every backend and precision here, with parity.
 
-Each row is one (resolution, runner), timed as :data:`sanet.benchreport.PROTOCOL` says (also in ``bench.json``): every
-iteration runs one uint8 frame through its phases in turn, so end-to-end contains compute by construction.
-Rows are visited in interleaved rounds, one activated runner at a time (besides runners that keep warm: the PyTorch
-CPU one, a model copy), and checked against PyTorch FP32 with the parity module (over budget -> FAIL).
+Each row is one (resolution, runner) (:mod:`sanet.benchplan` says which), timed as :data:`sanet.benchreport.PROTOCOL`
+says (also in ``bench.json``): every iteration runs one uint8 frame through its phases in turn, so end-to-end contains
+compute by construction. Rows are visited in interleaved rounds, one activated runner at a time (besides runners that
+keep warm: the PyTorch CPU one, a model copy, and the TensorRT execution provider's sessions, which hold their
+engines), and checked against PyTorch FP32 on ``parity_images`` labelled frames with the parity module (over budget ->
+FAIL); the PyTorch CPU FP32 row is that reference and says so. With power measured, a visit lasts until the power
+sensor has updated often enough for its readings to be the row's own (sanet.power).
 """
 import math
 import os
@@ -13,9 +16,11 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .benchreport import UNSTABLE_CV, Row
+from .benchplan import skip
+from .benchreport import REFERENCE, UNSTABLE_CV
 from .constants import BENCH_RESOLUTIONS, PRECISIONS
 from .errors import SanetError
+from .parity import DELTA_MIOU_MIN_IMAGES
 
 BACKENDS = ("pytorch", "onnxruntime", "openvino", "tensorrt", "torch2trt")
 BENCH_PRECISIONS = PRECISIONS + ("bf16",)  # bf16: OpenVINO on CPUs with AMX / AVX-512 BF16
@@ -37,7 +42,9 @@ class BenchConfig:
     # first visit set the median (README, "A default run on this machine"; a drift of the whole host between two
     # runs still moves rows, and no protocol inside one run removes it).
     rounds: int = 3
-    parity_images: int = 1
+    # Labelled frames each row's parity is judged on: the |delta mIoU| budget (INT8's) needs this many, so every budget
+    # the table shows is applied (the default run's generated scenes are labelled).
+    parity_images: int = DELTA_MIOU_MIN_IMAGES
     out: str = "results/bench"
     calib: Optional[str] = None  # calibration images for INT8 rows (Cityscapes root or image folder)
     calib_count: int = 8  # crops; few, to keep the default run short (sanet-export defaults to 500)
@@ -46,6 +53,9 @@ class BenchConfig:
     # Timed iterations every row gets even past the CPU cap (at most `iterations`): the median of three is what lets
     # one burst of a shared host pass (two consecutive default runs moved 3 of 15 rows by > 15 % with two samples).
     min_samples: int = 3
+    # With power measured, a visit waits at most this long for the sensor to settle (sanet.power.POWER_SETTLE_UPDATES
+    # distinct updates); a visit cut short says so (Row.power_settled) and its watts are not used.
+    power_max_seconds: float = 10.0
 
 
 def latency_stats(latencies_ms):
@@ -113,7 +123,8 @@ def time_visit(runner, frame, config, sampler=None, warm_since=None, floor=1):
     """Warm up for ``warmup_seconds`` (at least one iteration; ``warm_since``: the runner already ran since that
     perf_counter time, e.g. the parity check, and that time counts), then time this round's share of the row (at
     least ``floor`` iterations, cap or not) while ``sampler`` (a sanet.power.PowerSampler: its own thread) samples
-    power -> (samples, copies_in_compute, summary)."""
+    power, and on until the sampler has settled (its sensor updated often enough for the readings to be this visit's
+    own, measured, at most ``power_max_seconds``) -> (samples, copies_in_compute, summary)."""
     clock = clock_of(runner)
     deadline = (warm_since or time.perf_counter()) + config.warmup_seconds
     if warm_since is None:
@@ -125,9 +136,13 @@ def time_visit(runner, frame, config, sampler=None, warm_since=None, floor=1):
     if sampler is not None:
         sampler.start()
     start = time.perf_counter()
+
+    def power_pending():
+        return sampler is not None and not sampler.settled() and time.perf_counter() - start < config.power_max_seconds
+
     try:
         while len(samples) < floor or ((len(samples) < count or time.perf_counter() - start < seconds)
-                                       and time.perf_counter() - start < cap):
+                                       and time.perf_counter() - start < cap) or power_pending():
             samples.append(time_iteration(runner, clock, frame))
     finally:
         summary = sampler.stop() if sampler is not None else None
@@ -141,14 +156,33 @@ def summarize(row, samples, rounds_samples):
     row.iterations, row.unstable = len(samples), stats["cv"] > UNSTABLE_CV
     row.mean_ms, row.p50_ms, row.p90_ms, row.p99_ms, row.cv, row.fps = (stats[k] for k in ("mean_ms", "p50_ms", "p90_ms",
                                                                                             "p99_ms", "cv", "fps"))
-    row.h2d_ms, row.d2h_ms = float(h2d.mean()), float(d2h.mean())
+    row.h2d_p50_ms, row.d2h_p50_ms = float(np.median(h2d)), float(np.median(d2h))  # medians, as FPS
     row.e2e_mean_ms, row.e2e_p50_ms, row.e2e_p99_ms = end["mean_ms"], end["p50_ms"], end["p99_ms"]
     row.e2e_cv, row.e2e_fps = end["cv"], end["fps"]
     row.round_fps = [1000.0 / float(np.median([s[2] for s in chunk])) for chunk in rounds_samples if chunk]
 
 
 # ----------------------------------------------------------------------------------------------
-# Parity reference and rows
+# Parity reference, planning and the interleaved rounds
+
+
+class ParityFrames:
+    """A dataset whose frames are decoded once: every row's parity check reads the same ``parity_images`` frames (a
+    1024x2048 image and label PNG take tens of ms to decode, for each of some 18 rows)."""
+
+    def __init__(self, dataset):
+        self.dataset, self.frames = dataset, {}
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getattr__(self, name):  # has_labels, class_names, ...: the dataset's own
+        return getattr(self.dataset, name)
+
+    def load(self, index):
+        if index not in self.frames:
+            self.frames[index] = self.dataset.load(index)
+        return self.frames[index]
 
 
 def fill_reference(reference, dataset, size, limit):
@@ -169,100 +203,29 @@ def fill_reference(reference, dataset, size, limit):
 def check_parity(row, runner, reference, dataset, resolution, config):
     """Compare ``runner`` (activated) with ``reference`` (a parity.MemoRunner) and fill ``row``'s parity fields. The
     PyTorch CPU FP32 row runs the reference's own runner: its parity inference makes the reference maps (once, not
-    again before the rounds) and it is compared with them, so it agrees by construction."""
+    again before the rounds); it gets its mIoU against the labels and the verdict REFERENCE (nothing to agree with)."""
     from .parity import compare
 
-    candidate, kept = reference if runner is reference.runner else runner, reference.runner.active
+    own = runner is reference.runner
+    candidate, kept = reference if own else runner, reference.runner.active
     try:
         result = compare(reference, candidate, dataset, size=resolution, limit=config.parity_images, progress=False)
     finally:
-        if candidate is runner and not kept:
+        if not own and not kept:
             reference.runner.close()  # activated on demand only where the row that makes the maps failed
-    row.miou, row.agreement_miou, row.pixel_agreement = result.miou_candidate, result.agreement_miou, result.pixel_agreement
-    row.delta_miou, row.failures, row.verdict = result.delta_miou, result.failures, "PASS" if result.passed else "FAIL"
-    row.parity_notes = result.notes
+    row.miou, row.parity_images = result.miou_candidate, result.images
+    if own:
+        row.verdict = REFERENCE
+        return
+    row.agreement_miou, row.pixel_agreement, row.delta_miou = result.agreement_miou, result.pixel_agreement, result.delta_miou
+    row.failures, row.verdict, row.parity_notes = result.failures, "PASS" if result.passed else "FAIL", result.notes
 
 
-def candidates(pipeline, resolution, config, skipped, reference):
-    """Factories of un-activated runners for every backend and precision this machine has at ``resolution``;
-    the pipeline builds each artifact (ONNX, Q/DQ, engine) when its factory is called. The PyTorch CPU FP32 row is
-    ``reference``'s own runner (see check_parity)."""
-    import torch
-
-    from .pipeline import tensorrt_available
-    from .runners import TorchRunner
-
-    found, want, cuda = [], set(config.precisions), torch.cuda.is_available()
-    if "pytorch" in config.backends:
-        found += [lambda: reference.runner] if config.cpu_rows else []
-        found += [lambda p=p: TorchRunner(pipeline.model, "cuda", p, cuda_graph=config.cuda_graphs)
-                  for p in sorted(want & {"fp32", "fp16"}) if cuda]
-        _skip(skipped, None if cuda else "pytorch cuda fp32/fp16: no CUDA device (torch.cuda.is_available() is False)")
-    if "onnxruntime" in config.backends:
-        try:
-            from onnxruntime import get_available_providers
-        except ImportError:
-            get_available_providers = _skip(skipped, "onnxruntime rows: onnxruntime is not installed (pip install 'sanet[onnx]')")
-        for provider in ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider") if get_available_providers else ():
-            if provider in get_available_providers() and (config.cpu_rows or provider != "CPUExecutionProvider"):
-                found.append(lambda p=provider: pipeline.runner("onnx", resolution, providers=[p]))
-            elif provider not in get_available_providers():
-                _skip(skipped, "onnxruntime {}: not in this onnxruntime build (pip install onnxruntime-gpu)".format(provider))
-        if get_available_providers and "int8" in want and config.cpu_rows:  # uint8 activations: the x86 fast path
-            found.append(lambda: pipeline.runner("qdq", resolution, activations="uint8"))
-    if "openvino" in config.backends and config.cpu_rows:
-        found += openvino_candidates(pipeline, resolution, want, skipped)
-    if "torch2trt" in config.backends:
-        found += torch2trt_candidates(pipeline.model, resolution, want, skipped, cuda)
-    if "tensorrt" in config.backends and tensorrt_available():
-        found += [lambda p=p: pipeline.runner("engine", resolution, precision=p, cuda_graph=config.cuda_graphs)
-                  for p in sorted(want & {"fp16", "int8"})]
-    elif "tensorrt" in config.backends:
-        _skip(skipped, "tensorrt engines fp16/int8: tensorrt is not installed (JetPack ships it; on x86 use an NVIDIA "
-                       "TensorRT container)")
-    return found
-
-
-def openvino_candidates(pipeline, resolution, want, skipped):
-    """OpenVINO CPU rows: fp32 and (CPUs with native bf16) bf16 on the ONNX, int8 on the ONNX Runtime row's Q/DQ."""
-    from .runners import openvino_bf16
-
-    try:
-        bf16 = openvino_bf16()
-    except SanetError:
-        return _skip(skipped, "openvino rows: openvino is not installed (pip install 'sanet[openvino]')") or []
-    if "bf16" in want and not bf16:
-        _skip(skipped, "openvino bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX)")
-    return [lambda p=p: pipeline.runner("openvino", resolution, precision=p, activations="uint8")
-            for p in ("fp32", "bf16", "int8") if p in want and (p != "bf16" or bf16)]
-
-
-def torch2trt_candidates(model, resolution, want, skipped, cuda):
-    """The reference repo's torch2trt FP16 (and FP32) conversion, where torch2trt and a CUDA device are here."""
-    import importlib.util
-
-    from .engines import Torch2trtRunner
-
-    if importlib.util.find_spec("torch2trt") is None:
-        return _skip(skipped, "torch2trt rows: torch2trt is not installed (build it from NVIDIA-AI-IOT/torch2trt against "
-                              "this TensorRT)") or []
-    if not cuda:
-        return _skip(skipped, "torch2trt rows: no CUDA device") or []
-    return [lambda p=p: Torch2trtRunner(model, resolution, p) for p in sorted(want & {"fp32", "fp16"})]
-
-
-def _skip(skipped, message):
-    if message and message not in skipped:
-        skipped.append(message)
-
-
-def plan_rows(model, config, dataset, reference, skipped, extra_onnx, extra_engines, report):
-    """(resolution, runner, Row) for every row, with every export, calibration and reference map made now (the
-    PyTorch CPU FP32 row, visited first, makes its resolution's maps), so the timed rounds do nothing else; runners
-    are constructed here and activated only when visited."""
-    from .engines import TrtRunner
+def plan_bench(model, config, dataset, reference, skipped, extra_onnx, extra_engines, report):
+    """benchplan.plan_rows with every export, calibration and reference map made now (the PyTorch CPU FP32 row,
+    visited first at its resolution, makes that resolution's maps), so the timed rounds do nothing else."""
+    from .benchplan import plan_rows
     from .pipeline import CalibSettings, Pipeline, weights_digest
-    from .runners import OrtRunner
 
     # Calibrated once, at the smallest resolution; the larger ones reuse its ranges (their parity rows check them).
     smallest = min(config.resolutions, key=lambda size: size[0] * size[1])
@@ -271,21 +234,12 @@ def plan_rows(model, config, dataset, reference, skipped, extra_onnx, extra_engi
     # frames), so running it once more at export would only add a PyTorch and an ONNX Runtime inference per size.
     pipeline = Pipeline(model, out_dir=os.path.join(config.out, "artifacts"), calib_config=calib, report=report, reuse=True,
                         tag=weights_digest(model)[:12], verify=False)
-    extras = [lambda p=p: OrtRunner(p) for p in extra_onnx] + [lambda p=p: TrtRunner(p, config.cuda_graphs) for p in extra_engines]
-    plan = []
-    for resolution in config.resolutions:
-        name, first = "{}x{}".format(*resolution), len(plan)
-        for factory in candidates(pipeline, resolution, config, skipped, reference) + extras:
-            try:
-                runner = factory()
-            except SanetError as exc:
-                _skip(skipped, "{}: {}".format(name, exc))
-                continue
-            if runner.info.input_size is None or tuple(runner.info.input_size) == tuple(resolution):
-                info = runner.info  # a fixed-size ONNX/engine only runs at the resolution it was built for
-                plan.append((resolution, runner, Row(name, info.label, info.backend, info.device, info.precision)))
-        if first == len(plan) or plan[first][1] is not reference.runner:  # else that row, visited first, makes them
-            report("preparing {}: PyTorch FP32 reference maps of {} parity image(s) ...".format(name, config.parity_images))
+    plan = plan_rows(pipeline, config, skipped, reference, extra_onnx, extra_engines, report)
+    for resolution in dict.fromkeys(size for size, _, _ in plan):
+        first = next(runner for size, runner, _ in plan if size == resolution)
+        if first is not reference.runner:  # else that row, visited first, makes them
+            report("preparing {}x{}: PyTorch FP32 reference maps of {} parity image(s) ...".format(
+                resolution[0], resolution[1], config.parity_images))
             fill_reference(reference, dataset, resolution, config.parity_images)
     return plan
 
@@ -298,11 +252,13 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
     from .runners import TorchRunner
 
     os.makedirs(config.out, exist_ok=True)
+    dataset = ParityFrames(dataset)
     reference, skipped, plan, power, broken = MemoRunner(TorchRunner(model, "cpu", "fp32")), [], [], PowerSampler, set()
     last_ran = {}  # id(runner) -> perf_counter time its last visit ended
     try:
-        plan = plan_rows(model, config, dataset, reference, skipped, extra_onnx, extra_engines, report)
+        plan = plan_bench(model, config, dataset, reference, skipped, extra_onnx, extra_engines, report)
         samples, watts = [[[] for _ in range(config.rounds)] for _ in plan], [[] for _ in plan]
+        updates = [[] for _ in plan]  # each visit's observed interval between power sensor updates
         order = visit_order(len(plan), config.rounds)
         for step, (round_index, index) in enumerate(order, 1):
             (resolution, runner, row), summary = plan[index], None
@@ -330,15 +286,18 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
                     else:
                         runner.close()
             except Exception as exc:  # recorded on the row, so one broken backend does not hide the others
-                row.verdict, row.failures = "FAIL", ["{}: {}".format(type(exc).__name__, (str(exc).splitlines() or [""])[0][:200])]
+                row.verdict, row.failures = "FAIL", ["{}: {}".format(type(exc).__name__, (str(exc).splitlines() or [""])[0][:300])]
                 report("    FAIL: " + row.failures[0])
                 broken.add(index)
                 continue
             samples[index][round_index] = got
             if summary is not None and not summary.available:
-                power = _skip(skipped, "power: " + summary.note)  # no source on this host: stop asking
+                power = skip(skipped, "power: " + summary.note)  # no source on this host: stop asking
             elif summary is not None:
-                watts[index] += [summary.mean_watts] if summary.mean_watts is not None else []
+                # A visit cut short before the sensor settled would give the previous row's watts: not used.
+                watts[index] += [summary.mean_watts] if summary.settled and summary.mean_watts is not None else []
+                updates[index] += [summary.update_interval_s] if summary.update_interval_s is not None else []
+                row.power_settled = bool(summary.settled) and row.power_settled is not False
                 row.throttled = summary.throttled if row.throttled is None else row.throttled or bool(summary.throttled)
             report("    compute {:.1f} ms, end-to-end {:.1f} ms over {} iterations; parity {}".format(
                 np.mean([s[2] for s in got]), np.mean([s[0] for s in got]), len(got), row.verdict))
@@ -348,12 +307,14 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
         for _, runner, _ in plan:
             runner.close()  # the runners that kept warm between their visits
     rows = []
-    for (_, _, row), chunks, power_w in zip(plan, samples if plan else [], watts if plan else []):
+    for (_, _, row), chunks, power_w, intervals in zip(plan, samples if plan else [], watts if plan else [],
+                                                       updates if plan else []):
         if any(chunks):
             summarize(row, [s for chunk in chunks for s in chunk], chunks)
             row.capped = row.iterations < config.iterations
             row.power_w = float(np.mean(power_w)) if power_w else None
             row.fps_per_watt = row.fps / row.power_w if row.power_w else None
+            row.power_update_s = float(np.median(intervals)) if intervals else None
         if any(chunks) or row.verdict == "FAIL":
             rows.append(row)
     return rows, skipped
@@ -372,9 +333,15 @@ def generated_scenes(out, config):
 
     largest = max(config.resolutions, key=lambda size: size[0] * size[1])
     root = os.path.join(out, "synth-{}x{}".format(*largest))
-    if not os.path.isdir(os.path.join(root, "leftImg8bit", "train")):
-        generate_dataset(root, SynthConfig(largest[0], largest[1], train=8, val=max(2, config.parity_images)))
-    return root, open_dataset(root, "cityscapes", "val")
+    val = max(DELTA_MIOU_MIN_IMAGES, config.parity_images)
+    try:
+        dataset = open_dataset(root, "cityscapes", "val") if os.path.isdir(os.path.join(root, "leftImg8bit", "train")) else None
+    except SanetError:  # an earlier run stopped while writing them
+        dataset = None
+    if dataset is None or len(dataset) < val:  # frames are drawn per index from a fixed seed: the same scenes again
+        generate_dataset(root, SynthConfig(largest[0], largest[1], train=8, val=val))
+        dataset = open_dataset(root, "cityscapes", "val")
+    return root, dataset
 
 
 def resolve_model(checkpoint=None, variant=None, classes=None, report=print):

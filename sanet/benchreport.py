@@ -19,6 +19,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from .power import POWER_SETTLE_UPDATES
+
 NAN = float("nan")
 UNSTABLE_CV = 0.10  # std / mean of a row's compute latencies above which the row is marked unstable
 PROTOCOL = {
@@ -26,8 +28,10 @@ PROTOCOL = {
     "compute": "device execution only, input and output resident on the device: CUDA events on a GPU, wall clock on a "
                "CPU; rows marked copies_in_compute come from runners without device staging (an ONNX Runtime GPU provider "
                "where torch has no CUDA) and include both copies",
-    "h2d": "putting the prepared input on the device (stage); host preprocessing is only in end_to_end",
-    "d2h": "argmax on the device for logits models, then copying the uint8 class map (B, H, W) to the host",
+    "h2d": "putting the prepared input on the device (stage); host preprocessing is only in end_to_end; the table and "
+           "h2d_p50_ms give the median over the row's timed iterations, as FPS",
+    "d2h": "argmax on the device for logits models, then copying the uint8 class map (B, H, W) to the host; median "
+           "(d2h_p50_ms) as h2d",
     "end_to_end": "wall clock from a uint8 HWC frame on the host to its uint8 class map on the host (preprocess, H2D, "
                   "compute, argmax, D2H), in the same iterations as compute, so it is never faster than compute",
     "warmup": "full iterations for warmup_seconds (at least one) at every visit, after the runner is activated; in the "
@@ -41,14 +45,26 @@ PROTOCOL = {
     "statistics": "mean, p50, p90, p99 (linear interpolation) and CV = sample std / mean over all timed iterations; "
                   "CV > 10 % marks the row unstable; FPS = 1000 / p50 (compute and end-to-end alike), so one burst of a "
                   "shared host among three samples does not move it",
-    "power": "sampled in its own thread while a row is timed, never inside a timed call",
+    "power": ("sampled in its own thread while a row is timed, never inside a timed call; a visit lasts until the sensor "
+              "has updated {} times (distinct readings the sampler observed), and the row's watts are the mean of the "
+              "readings from the sensor's second update on (the first may average time before the visit); visits cut "
+              "short at power_max_seconds are left out of power_w and the row says power_settled false; power_update_s "
+              "is the median interval between updates observed").format(POWER_SETTLE_UPDATES),
+    "parity": "each row against PyTorch FP32 on the CPU on the first parity_images frames (labelled where the data is), "
+              "under the budget of its precision; the PyTorch CPU FP32 row is that reference: verdict 'reference', its "
+              "mIoU against the labels, no agreement figures",
+    "rows": "one per (resolution, runner); runner is backend-device-precision and, for a --onnx/--engine file, the path "
+            "as given in brackets; key = resolution/runner is unique in a run and is what --compare pairs",
 }
+
+
+REFERENCE = "reference"  # the verdict of the PyTorch CPU FP32 row: parity is measured against it, not judged on it
 
 
 @dataclass
 class Row:
     resolution: str
-    runner: str
+    runner: str  # backend-device-precision, and " [path]" for a user's --onnx/--engine file
     backend: str
     device: str
     precision: str
@@ -62,8 +78,8 @@ class Row:
     unstable: bool = False
     capped: bool = False  # a CPU row stopped by cpu_max_seconds before `iterations`: few samples, p99 is rough
     copies_in_compute: bool = False
-    h2d_ms: float = NAN
-    d2h_ms: float = NAN
+    h2d_p50_ms: float = NAN  # medians, as FPS
+    d2h_p50_ms: float = NAN
     e2e_mean_ms: float = NAN
     e2e_p50_ms: float = NAN
     e2e_p99_ms: float = NAN
@@ -74,25 +90,38 @@ class Row:
     agreement_miou: Optional[float] = None
     pixel_agreement: Optional[float] = None
     delta_miou: Optional[float] = None
-    power_w: Optional[float] = None
+    parity_images: int = 0
+    power_w: Optional[float] = None  # mean of the visits whose power readings settled (sanet.power)
     fps_per_watt: Optional[float] = None
+    power_update_s: Optional[float] = None  # median interval between distinct sensor updates the sampler observed
+    power_settled: Optional[bool] = None  # every visit lasted until the sensor updated POWER_SETTLE_UPDATES times
     throttled: Optional[bool] = None
-    verdict: str = "-"
+    verdict: str = "-"  # PASS, FAIL, REFERENCE or "-" (not checked)
     failures: List[str] = field(default_factory=list)
     parity_notes: List[str] = field(default_factory=list)  # budget checks not judged (e.g. delta mIoU on one image)
+    key: str = ""  # "resolution/runner": unique within a run; --compare pairs rows by it
+
+    def __post_init__(self):
+        self.key = self.key or "{}/{}".format(self.resolution, self.runner)
 
 
 def host_facts():
-    """CPU, GPU, CUDA, TensorRT, ONNX Runtime and L4T facts recorded with results."""
+    """CPU, GPU, CUDA, TensorRT, ONNX Runtime and L4T facts recorded with results; on a Jetson also the power mode and
+    clocks (``nvpmodel -q``, ``jetson_clocks --show``: raw text and parsed, see sanet.power.jetson_power_facts)."""
     import torch
+
+    from .power import jetson_power_facts, l4t_release
 
     facts = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
              "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "cuda": torch.version.cuda}
-    for key, path, prefix in (("cpu", "/proc/cpuinfo", "model name"), ("l4t", "/etc/nv_tegra_release", "")):
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                facts[key] = next((line.split(":", 1)[-1].strip() for line in handle if line.startswith(prefix)), facts.get(key))
+             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "cuda": torch.version.cuda,
+             "l4t": l4t_release()}
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            facts["cpu"] = next((line.split(":", 1)[-1].strip() for line in handle if line.startswith("model name")), facts["cpu"])
+    power = jetson_power_facts()
+    if power:
+        facts["jetson_power"] = power
     for module in ("onnxruntime", "tensorrt"):
         try:
             facts[module] = __import__(module).__version__
@@ -138,26 +167,32 @@ DRIFT = 0.15  # a row whose compute or end-to-end FPS moved more than this betwe
 
 
 def read_runs(path):
-    """{(resolution, runner): row dict} of an earlier run's bench.json (read before this run may overwrite it)."""
+    """{key: row dict} of an earlier run's bench.json (read before this run may overwrite it). Rows of runs older than
+    the key field are keyed by resolution and runner as Row does; a key that such a run holds twice (an extra file's
+    row under a built-in label) pairs with nothing rather than with the wrong row."""
+    import collections
     import json
 
     from .errors import SanetError
 
     try:
         with open(path) as handle:
-            return {(r["resolution"], r["runner"]): r for r in json.load(handle)["rows"]}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+            rows = json.load(handle)["rows"]
+        keys = [r.get("key") or "{}/{}".format(r["resolution"], r["runner"]) for r in rows]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SanetError("cannot read an earlier bench.json from {}: {} (give the bench.json of a sanet-bench run)".format(
             path, exc)) from None
+    counts = collections.Counter(keys)
+    return {key: row for key, row in zip(keys, rows) if counts[key] == 1}
 
 
 def compare_runs(rows, before):
-    """Rows of this run against :func:`read_runs` ``before`` (same resolution and runner) -> (table rows, summary line):
-    FPS and end-to-end FPS before/now and their change; a change beyond DRIFT is marked. The summary also gives the
-    median row's change: the whole host's drift between the runs, which no protocol inside one run can remove."""
+    """Rows of this run against :func:`read_runs` ``before`` (same key: resolution and runner) -> (table rows, summary
+    line): FPS and end-to-end FPS before/now and their change; a change beyond DRIFT is marked. The summary also gives
+    the median row's change: the whole host's drift between the runs, which no protocol inside one run can remove."""
     table, moved, ratios = [], 0, []
     for row in rows:
-        old = before.get((row.resolution, row.runner))
+        old = before.get(row.key)
         if old is None or not old.get("fps") or row.fps != row.fps:
             continue
         changes = [row.fps / old["fps"] - 1, row.e2e_fps / old["e2e_fps"] - 1 if old.get("e2e_fps") else NAN]
@@ -180,24 +215,26 @@ def _fmt(value, pattern="{:.1f}", scale=1.0):
     return "-" if value is None or value != value else pattern.format(value * scale)
 
 
-TABLE_HEADERS = ["input", "runner", "n", "mean ms", "p50 ms", "p99 ms", "CV %", "FPS", "H2D ms", "D2H ms", "e2e p50 ms", "e2e FPS",
-                 "mIoU %", "agree mIoU %", "pixel agree %", "FPS/W", "parity"]
+TABLE_HEADERS = ["input", "runner", "n", "mean ms", "p50 ms", "p99 ms", "CV %", "FPS", "H2D p50 ms", "D2H p50 ms", "e2e p50 ms",
+                 "e2e FPS", "mIoU %", "agree mIoU %", "pixel agree %", "FPS/W", "parity"]
 
 
 def table_rows(rows):
     return [[r.resolution, r.runner + (" (copies in compute)" if r.copies_in_compute else ""),
              "{}{}".format(r.iterations, " (cap)" if r.capped else ""), _fmt(r.mean_ms),
              _fmt(r.p50_ms), _fmt(r.p99_ms), _fmt(r.cv, scale=100) + (" unstable" if r.unstable else ""), _fmt(r.fps, "{:.2f}"),
-             _fmt(r.h2d_ms, "{:.2f}"), _fmt(r.d2h_ms, "{:.2f}"), _fmt(r.e2e_p50_ms), _fmt(r.e2e_fps, "{:.2f}"),
+             _fmt(r.h2d_p50_ms, "{:.2f}"), _fmt(r.d2h_p50_ms, "{:.2f}"), _fmt(r.e2e_p50_ms), _fmt(r.e2e_fps, "{:.2f}"),
              _fmt(r.miou, "{:.2f}", 100), _fmt(r.agreement_miou, "{:.2f}", 100), _fmt(r.pixel_agreement, "{:.3f}", 100),
              _fmt(r.fps_per_watt, "{:.2f}"), r.verdict] for r in rows]
 
 
 def markdown_table(rows, facts, settings):
     head = ("Host: {}; torch {}, onnxruntime {}, TensorRT {}. Model: {}. {}. Batch 1, {} interleaved round(s); FPS = 1000 / "
-            "median compute ms; e2e = uint8 frame in, uint8 class map out; CV > {:.0f} % is marked unstable.\n\n").format(
+            "median compute ms; H2D/D2H are medians too; e2e = uint8 frame in, uint8 class map out; CV > {:.0f} % is marked "
+            "unstable. Parity: each row against PyTorch FP32 on the CPU (the row marked {}) on {} frame(s) of {}.\n\n").format(
         host_label(facts), facts.get("torch"), facts.get("onnxruntime"), facts.get("tensorrt"), settings.get("checkpoint"),
-        settings.get("date"), settings.get("rounds"), 100 * UNSTABLE_CV)
+        settings.get("date"), settings.get("rounds"), 100 * UNSTABLE_CV, REFERENCE, settings.get("parity_images"),
+        settings.get("dataset"))
     notes = sorted({note for row in rows for note in row.parity_notes})
     head += "".join("Parity: {}.\n\n".format(note) for note in notes)
     lines = ["| " + " | ".join(TABLE_HEADERS) + " |", "|" + "---|" * len(TABLE_HEADERS)]

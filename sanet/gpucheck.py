@@ -5,6 +5,10 @@ benchmark resolutions (PyTorch CUDA, ONNX Runtime CUDA / TensorRT providers and 
 installed), each timed under the bench protocol and checked for parity against PyTorch FP32 on the CPU.
 A path that raises is recorded as FAIL with its one-line error and the next path runs. Writes
 ``gpucheck.json`` and ``gpucheck.md``; exits 1 when a path failed, or at once (one line) without CUDA.
+
+The full check builds FP16 and calibrated INT8 engines (TensorRT and the ONNX Runtime TensorRT provider) at three
+resolutions: over an hour on a Jetson AGX Xavier. ``--quick`` checks every path once at 512x1024 in FP16 only (no INT8,
+so no calibration; two FP16 engine builds: TensorRT's and the TensorRT provider's) with few iterations: minutes.
 """
 import argparse
 import os
@@ -32,8 +36,18 @@ def require_cuda():
                          "GPU, its driver and a CUDA build of torch)")
 
 
+def check_config(out, quick=False):
+    """The bench settings of the check (GPU rows only, one round): full, or ``quick`` (one resolution, FP16 only, no
+    INT8 calibration, 10 iterations per row)."""
+    if quick:
+        return bench.BenchConfig(resolutions=[BENCH_RESOLUTIONS[0]], precisions=("fp16",), iterations=10, rounds=1,
+                                 out=os.path.join(out, "bench"), cpu_rows=False)
+    return bench.BenchConfig(resolutions=list(BENCH_RESOLUTIONS), rounds=1, out=os.path.join(out, "bench"), cpu_rows=False)
+
+
 def torch_variant_rows(model, resolution, config, dataset, report):
-    """One bench row per PyTorch CUDA variant at ``resolution``; a variant that raises becomes a FAIL row."""
+    """One bench row per PyTorch CUDA variant at ``resolution`` in the config's precisions; a variant that raises
+    becomes a FAIL row."""
     import numpy as np
 
     from .parity import MemoRunner
@@ -42,7 +56,7 @@ def torch_variant_rows(model, resolution, config, dataset, report):
     reference, rows = MemoRunner(TorchRunner(model, "cpu", "fp32")), []
     bench.fill_reference(reference, dataset, resolution, config.parity_images)
     frame = np.random.default_rng(0).integers(0, 256, size=(1,) + tuple(resolution) + (3,), dtype=np.uint8)
-    for label, options in TORCH_VARIANTS:
+    for label, options in [(label, options) for label, options in TORCH_VARIANTS if options["precision"] in config.precisions]:
         row = bench.Row("{}x{}".format(*resolution), "pytorch-cuda-" + label.replace(" ", "-"), "pytorch", "cuda", options["precision"])
         report("pytorch cuda {} at {} ...".format(label, row.resolution))
         try:
@@ -60,14 +74,16 @@ def _one_line(exc):
     return "{}: {}".format(type(exc).__name__, (str(exc).splitlines() or [""])[0][:200])
 
 
-def run_check(out, checkpoint=None, report=print):
-    """Every CUDA path; writes ``out``/gpucheck.json and gpucheck.md and returns (rows, skipped)."""
+def run_check(out, checkpoint=None, report=print, quick=False):
+    """Every CUDA path (``quick``: see check_config); writes ``out``/gpucheck.json and gpucheck.md and returns (rows,
+    skipped)."""
     from .fileio import write_json_atomic, write_text_atomic
 
     require_cuda()
     model, name = bench.resolve_model(checkpoint, report=report)
-    config = bench.BenchConfig(resolutions=list(BENCH_RESOLUTIONS), rounds=1, out=os.path.join(out, "bench"), cpu_rows=False)
-    config.calib, dataset = bench.generated_scenes(out, config)
+    config = check_config(out, quick)
+    root, dataset = bench.generated_scenes(out, config)
+    config.calib = None if quick else root  # quick: no INT8 rows, so nothing to calibrate
     rows = torch_variant_rows(model, BENCH_RESOLUTIONS[0], config, dataset, report)
     try:
         bench_rows, skipped = bench.run_bench(model, config, dataset, report=report)
@@ -76,7 +92,8 @@ def run_check(out, checkpoint=None, report=print):
         skipped = ["bench rows: " + _one_line(exc)]
         report(traceback.format_exc())
     facts = benchreport.host_facts()
-    settings = {"checkpoint": name, "rounds": config.rounds, "date": time.strftime("%Y-%m-%d %H:%M")}
+    settings = {"checkpoint": name, "rounds": config.rounds, "date": time.strftime("%Y-%m-%d %H:%M"), "quick": quick,
+                "parity_images": config.parity_images, "dataset": "synthetic"}
     write_json_atomic(os.path.join(out, "gpucheck.json"),
                       {"host": facts, "settings": settings, "skipped": skipped, "rows": [asdict(r) for r in rows]})
     failed = [r for r in rows if r.verdict == "FAIL"]
@@ -93,9 +110,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="sanet-gpucheck", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="checkpoint to run (default: the shipped model, else random init)")
     parser.add_argument("-o", "--out", default="results/gpucheck", help="report folder (default %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="one resolution (512x1024), FP16 only, no INT8 calibration, "
+                        "10 iterations per path: minutes on a Xavier (the full check takes over an hour there)")
     args = parser.parse_args(argv)
     try:
-        rows, _ = run_check(args.out, args.checkpoint, report=lambda message: print(message, flush=True))
+        rows, _ = run_check(args.out, args.checkpoint, report=lambda message: print(message, flush=True), quick=args.quick)
     except SanetError as exc:
         print("error: {}".format(exc), file=sys.stderr)
         return 1

@@ -33,6 +33,18 @@ Module power excludes the carrier board (USB devices, fan, NVMe) on every board.
 Desktop GPUs: NVML power (``nvmlDeviceGetPowerUsage``, the board's own reading) and clock event
 (throttle) reasons decoded into names. ``pynvml`` (package nvidia-ml-py) is optional.
 
+Sensor windows: a power reading is an average over the time before it (the INA3221 conversion on a Jetson; about 1 s
+for NVML on Ampere and newer GPUs, NVIDIA's NVML reference), so the first readings of a span describe what ran before
+it. The sampler counts distinct sensor updates (a reading whose total differs from the one before) and treats a
+reading as the span's own from the second update on: the sensor's first update may still average time before the
+span began, with the window taken to be the interval between updates it observed. A span is settled after
+:data:`POWER_SETTLE_UPDATES` updates (three readings of the span's own); the benchmark keeps a visit running until
+then. Where a sensor publishes a sliding average more often than its window, the observed interval is shorter than
+the window and the first readings still mix in the previous span: the interval is recorded so that can be judged.
+
+Host facts: :func:`jetson_power_facts` runs ``nvpmodel -q`` and ``jetson_clocks --show`` where they exist and keeps
+their raw text with what is parsed from it (power mode name and id, fan mode, clock ranges in MHz).
+
 Throttling on Jetson has three signals, each from plain inputs so it can be checked anywhere:
 GPU/EMC clocks below their maximum while the GPU is busy (maximum from devfreq ``max_freq`` or
 ``jetson_clocks --show``), temperatures at or over a passive trip point, and active non-fan
@@ -44,6 +56,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -261,6 +274,74 @@ def clock_throttle_reasons(min_busy_gpu_mhz, gpu_max_mhz, min_busy_emc_mhz=None,
 
 
 # ----------------------------------------------------------------------------------------------
+# Jetson host facts: L4T release, power mode and clocks as the tools report them
+
+L4T_RELEASE = "/etc/nv_tegra_release"  # in every L4T root file system and L4T container image
+
+
+def l4t_release():
+    """The first line of :data:`L4T_RELEASE` (e.g. ``# R35 (release), REVISION: 4.1, ...``), or None off L4T."""
+    text = _read_text(L4T_RELEASE)
+    return text.splitlines()[0].strip() if text else None
+
+
+def parse_nvpmodel_query(text):
+    """``nvpmodel -q`` -> {"mode_name", "mode_id", "fan_mode", "errors"}. It prints ``NV Power Mode: MODE_30W_ALL``
+    and the mode's id on the next line (JetPack 4.2+ on Xavier also ``NV Fan Mode:quiet``); without root it adds
+    ``NVPM ERROR`` lines for the sysfs files it cannot read, after the mode."""
+    facts = {"mode_name": None, "mode_id": None, "fan_mode": None, "errors": []}
+    lines = [line.strip() for line in text.splitlines()]
+    for index, line in enumerate(lines):
+        if line.startswith("NV Power Mode:"):
+            facts["mode_name"] = line.split(":", 1)[1].strip()
+            following = lines[index + 1] if index + 1 < len(lines) else ""
+            facts["mode_id"] = int(following) if following.isdigit() else None
+        elif line.startswith("NV Fan Mode:"):
+            facts["fan_mode"] = line.split(":", 1)[1].strip()
+        elif line.startswith("NVPM ERROR"):
+            facts["errors"].append(line)
+    return facts
+
+
+def parse_jetson_clocks_report(text):
+    """``jetson_clocks --show`` -> {"clocks": :func:`parse_jetson_clocks_show`, "mode_name": its ``NV Power Mode``
+    line (JetPack 4.3 and later print one), "clocks_pinned": GPU and EMC minimum at their maximum (what
+    ``jetson_clocks`` sets), None without both}."""
+    clocks = parse_jetson_clocks_show(text)
+    mode = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("NV Power Mode:")), None)
+    pinned = None
+    if "GPU" in clocks and "EMC" in clocks:
+        pinned = all(clocks[name]["min_mhz"] == clocks[name]["max_mhz"] for name in ("GPU", "EMC"))
+    return {"clocks": clocks, "mode_name": mode, "clocks_pinned": pinned}
+
+
+# (tool, arguments, parser): what bench.json records of the power mode and clocks
+JETSON_TOOLS = (("nvpmodel", ("-q",), parse_nvpmodel_query), ("jetson_clocks", ("--show",), parse_jetson_clocks_report))
+
+
+def jetson_power_facts(path=None, timeout_s=30.0):
+    """{tool: {"command", "returncode", "raw", parsed fields...}} for each of :data:`JETSON_TOOLS` found on ``path``
+    (default: PATH); a tool that is missing gets a ``note`` on L4T (an L4T container has neither: see
+    docs/jetson-docker.md) and is left out elsewhere. Output (stdout and stderr) is kept raw beside what is parsed."""
+    facts = {}
+    for tool, arguments, parse in JETSON_TOOLS:
+        executable = shutil.which(tool, path=path)
+        if executable is None:
+            if l4t_release() is not None:
+                facts[tool] = {"note": "{} not found on PATH: mount it from the host (docs/jetson-docker.md)".format(tool)}
+            continue
+        command = [executable] + list(arguments)
+        try:
+            done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, timeout=timeout_s)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            facts[tool] = {"command": " ".join(command), "note": "did not run: {}".format(exc)}
+            continue
+        facts[tool] = dict(parse(done.stdout), command=" ".join(command), returncode=done.returncode, raw=done.stdout)
+    return facts
+
+
+# ----------------------------------------------------------------------------------------------
 # NVML (desktop and data-centre GPUs)
 
 # nvmlClocksEventReason* / nvmlClocksThrottleReason* bits (nvml.h; pynvml 13.x lists the same values)
@@ -305,7 +386,10 @@ def nvml_throttle_reasons(mask):
 @dataclass
 class PowerSummary:
     """What a PowerSampler saw between start() and stop(). ``available`` is False with a ``note`` when
-    no source exists; ``throttled`` is None when nothing could tell (no clocks ceiling, no trips)."""
+    no source exists; ``throttled`` is None when nothing could tell (no clocks ceiling, no trips).
+    ``mean_watts``/``max_watts`` cover the span's own readings (from the sensor's second update on) when it
+    ``settled``, else every reading (with a note); ``update_interval_s`` is the median interval between the
+    distinct sensor updates observed."""
 
     available: bool
     source: Optional[str] = None
@@ -314,6 +398,9 @@ class PowerSummary:
     samples: int = 0
     mean_watts: Optional[float] = None
     max_watts: Optional[float] = None
+    updates: int = 0
+    update_interval_s: Optional[float] = None
+    settled: Optional[bool] = None
     throttled: Optional[bool] = None
     throttle_reasons: List[str] = field(default_factory=list)
     max_temps_c: Dict[str, float] = field(default_factory=dict)
@@ -323,21 +410,42 @@ class PowerSummary:
         return asdict(self)
 
 
+# Distinct sensor updates after which a span's readings are its own (see the module docstring): readings from the
+# second update on are clean, so four updates give three clean sensor values.
+POWER_SETTLE_UPDATES = 4
+
+
 class _Aggregate:
     """Running totals so a long run keeps constant memory."""
 
     def __init__(self):
         self.count = self.power_count = 0
         self.watts_sum, self.watts_max = 0.0, None
+        self.last_watts, self.updates, self.update_times = None, 0, []  # distinct sensor updates (the last 64 times)
+        self.clean_count, self.clean_sum, self.clean_max = 0, 0.0, None  # readings from the second update on
         self.board = self.rule = None
         self.max_temps, self.reasons = {}, []
         self.min_busy_gpu_mhz = self.min_busy_emc_mhz = None
         self.lock = threading.Lock()
 
-    def add_watts(self, watts):
+    def add_watts(self, watts, now):
+        """One total reading at perf_counter time ``now``; a total that differs from the last is a sensor update."""
+        if self.last_watts is not None and watts != self.last_watts:
+            self.updates += 1
+            self.update_times = (self.update_times + [now])[-64:]
+        self.last_watts = watts
         self.power_count += 1
         self.watts_sum += watts
         self.watts_max = watts if self.watts_max is None else max(self.watts_max, watts)
+        if self.updates >= 2:
+            self.clean_count += 1
+            self.clean_sum += watts
+            self.clean_max = watts if self.clean_max is None else max(self.clean_max, watts)
+
+    def update_interval_s(self):
+        """Median seconds between the distinct sensor updates seen, or None before two."""
+        gaps = sorted(b - a for a, b in zip(self.update_times, self.update_times[1:]))
+        return gaps[len(gaps) // 2] if gaps else None
 
     def add_reasons(self, reasons):
         for reason in reasons:
@@ -377,6 +485,14 @@ class PowerSampler:
         """Samples taken since start(); safe to read from another thread while sampling runs."""
         with self._agg.lock:
             return self._agg.count
+
+    def settled(self):
+        """Whether the sensor has updated :data:`POWER_SETTLE_UPDATES` times since start(), so the span has readings
+        of its own; True where nothing is sampled (nothing to wait for). Safe to call while sampling runs."""
+        if self.source is None:
+            return True
+        with self._agg.lock:
+            return self._agg.updates >= POWER_SETTLE_UPDATES
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -447,6 +563,9 @@ class PowerSampler:
             if self.source_request == "nvml":
                 raise
             self.note = "no tegrastats and no NVML on this host ({}): power not measured".format(exc)
+            if l4t_release() is not None:
+                self.note = "tegrastats is not in this L4T container ({} not on PATH): mount the host's (docs/jetson-docker.md); " \
+                            "power not measured".format(self.tegrastats)
             return None
 
     def _open_nvml(self):
@@ -491,7 +610,7 @@ class PowerSampler:
             agg.count += 1
             agg.board, agg.rule = sample.board, sample.rule
             if sample.watts is not None:
-                agg.add_watts(sample.watts)
+                agg.add_watts(sample.watts, time.perf_counter())
             for name, value in sample.temps_c.items():
                 agg.max_temps[name] = max(value, agg.max_temps.get(name, value))
             busy = sample.gpu_load_pct is not None and sample.gpu_load_pct >= self.busy_gpu_pct
@@ -515,7 +634,7 @@ class PowerSampler:
                 return
             with agg.lock:
                 agg.count += 1
-                agg.add_watts(watts)
+                agg.add_watts(watts, time.perf_counter())
                 agg.add_reasons("nvml:" + name for name in nvml_throttle_reasons(mask))
             self._stop_event.wait(self.interval_ms / 1000.0)
 
@@ -534,10 +653,18 @@ class PowerSampler:
             note = self.note
             if agg.count and not agg.power_count:
                 note = (note + "; " if note else "") + "no total power in tegrastats output ({})".format(agg.rule)
-            mean = agg.watts_sum / agg.power_count if agg.power_count else None
+            settled = agg.updates >= POWER_SETTLE_UPDATES if agg.power_count else None
+            if settled:
+                mean, peak = agg.clean_sum / agg.clean_count, agg.clean_max
+            else:
+                mean, peak = (agg.watts_sum / agg.power_count if agg.power_count else None), agg.watts_max
+            if settled is False:
+                note = (note + "; " if note else "") + "the sensor updated {} time(s), fewer than {}: the mean may include " \
+                    "what ran before this span".format(agg.updates, POWER_SETTLE_UPDATES)
             board = agg.board if self.source == "tegrastats" else self._gpu_name
             return PowerSummary(available=True, source=self.source, board=board, rule=agg.rule if self.source == "tegrastats"
-                                else "nvmlDeviceGetPowerUsage", samples=agg.count, mean_watts=mean, max_watts=agg.watts_max,
+                                else "nvmlDeviceGetPowerUsage", samples=agg.count, mean_watts=mean, max_watts=peak,
+                                updates=agg.updates, update_interval_s=agg.update_interval_s(), settled=settled,
                                 throttled=bool(reasons) if (judged or reasons) else None, throttle_reasons=reasons,
                                 max_temps_c=dict(agg.max_temps), note=note)
 

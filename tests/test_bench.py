@@ -20,8 +20,9 @@ from sanet.export import ExportConfig, export_onnx
 from sanet.model import build_model
 from sanet.parity import BUDGETS, DELTA_MIOU_MIN_IMAGES
 
+# No CPU cap: every row gets its 4 iterations however busy the host is (the cap has its own test)
 QUICK = ["--res", "64", "128", "--res", "96", "192", "--iterations", "4", "--rounds", "2", "--warmup-seconds", "0.1",
-         "--parity-images", "2"]
+         "--cpu-max-seconds", "0"]
 
 
 def has_tensorrt():
@@ -181,6 +182,48 @@ def test_compare_marks_rows_that_moved(default_run, tmp_path):
         benchreport.read_runs(str(tmp_path / "bad.json"))
 
 
+def test_compare_pairs_rows_by_a_key_that_cannot_collide(tmp_path):
+    """--compare pairs by Row.key (resolution/runner, where an extra file's runner names the file); an older run that
+    holds one (resolution, runner) twice (extra rows under built-in labels) pairs neither of them."""
+    def row(runner, fps):
+        return benchreport.Row("64x128", runner, "onnxruntime", "cpu", "fp32", fps=fps, e2e_fps=fps / 2)
+
+    old = [row("onnxruntime-cpu-fp32", 10.0), row("openvino-cpu-fp32", 20.0), row("openvino-cpu-fp32", 5.0)]
+    old_rows = [{k: v for k, v in json.loads(json.dumps(r.__dict__)).items() if k != "key"} for r in old]  # pre-key files
+    (tmp_path / "old.json").write_text(json.dumps({"rows": old_rows}))
+    before = benchreport.read_runs(str(tmp_path / "old.json"))
+    assert set(before) == {"64x128/onnxruntime-cpu-fp32"}  # the doubled key pairs with nothing
+    now = [row("onnxruntime-cpu-fp32", 11.0), row("onnxruntime-cpu-fp32 [mine.onnx]", 99.0), row("openvino-cpu-fp32", 20.0)]
+    table, summary = benchreport.compare_runs(now, before)
+    assert [t[1] for t in table] == ["onnxruntime-cpu-fp32"] and table[0][4] == "+10.0"
+    assert summary.startswith("0 of 1 row(s)")
+
+
+def test_copy_columns_are_medians_like_fps():
+    """One slow copy among three (a shared host's burst) moves neither FPS nor the H2D/D2H columns."""
+    row = benchreport.Row("64x128", "r", "onnxruntime", "cpu", "fp32")
+    samples = [(12.0, 1.0, 10.0, 0.5), (80.0, 60.0, 10.0, 9.0), (12.5, 1.2, 11.0, 0.6)]  # (e2e, h2d, compute, d2h)
+    bench.summarize(row, samples, [samples])
+    assert (row.h2d_p50_ms, row.d2h_p50_ms, row.fps) == (1.2, 0.6, 100.0)
+    assert row.e2e_p50_ms == 12.5 and row.mean_ms == pytest.approx(31.0 / 3)
+
+
+def test_extra_files_run_at_their_own_size_under_their_own_label(exported, tmp_path, sanet_cli):
+    """An --onnx file whose size is not in --res gets its own row at its size (with a note), under a label naming the
+    file, next to the built-in row of the same backend; the same file given twice is one row."""
+    _, paths = exported
+    extra = str(paths[(96, 192)])
+    result = sanet_cli("bench", "--res", "64", "128", "--backends", "onnxruntime", "--precisions", "fp32", "--onnx", extra,
+                       extra, "--iterations", "2", "--rounds", "1", "--warmup-seconds", "0", "--parity-images", "1",
+                       "-o", tmp_path / "o")
+    assert result.returncode == 0, result.stderr
+    rows = {r["key"]: r for r in json.loads((tmp_path / "o" / "bench.json").read_text())["rows"]}
+    assert set(rows) == {"64x128/onnxruntime-cpu-fp32", "96x192/onnxruntime-cpu-fp32 [{}]".format(extra)}
+    assert all(r["verdict"] == "PASS" and r["iterations"] == 2 for r in rows.values())
+    assert "note: {} is 96x192, not in --res: its row runs at that size".format(extra) in result.stdout
+    assert "skipped: {}: given twice, run once".format(extra) in result.stdout
+
+
 def test_torch2trt_route_names_what_to_install(exported):
     import importlib.util
 
@@ -197,7 +240,9 @@ def test_torch2trt_route_names_what_to_install(exported):
 def test_default_run_reports_protocol_and_consistent_rows(default_run):
     out, _, data = default_run
     assert data["protocol"] == json.loads(json.dumps(benchreport.PROTOCOL))
-    assert {"compute", "end_to_end", "h2d", "d2h", "warmup", "rounds", "statistics", "power"} <= set(data["protocol"])
+    assert {"compute", "end_to_end", "h2d", "d2h", "warmup", "rounds", "statistics", "power", "parity", "rows"} <= set(data["protocol"])
+    keys = [r["key"] for r in data["rows"]]
+    assert len(set(keys)) == len(keys) and all(r["key"] == "{}/{}".format(r["resolution"], r["runner"]) for r in data["rows"])
     rows = [r for r in data["rows"] if r["device"] == "cpu"]  # a GPU host adds its own rows; these are the CPU ones
     runners = ["pytorch-cpu-fp32", "onnxruntime-cpu-fp32", "onnxruntime-cpu-int8"]
     if has_openvino():  # the same ONNX and Q/DQ files; bf16 only where the CPU has it natively
@@ -211,6 +256,7 @@ def test_default_run_reports_protocol_and_consistent_rows(default_run):
         assert row["fps"] == pytest.approx(1000.0 / row["p50_ms"])  # the median: robust to one burst in three
         assert row["unstable"] == (row["cv"] > benchreport.UNSTABLE_CV)
         assert not row["copies_in_compute"]  # CPU rows: nothing to copy
+        assert 0 <= row["h2d_p50_ms"] <= row["e2e_p50_ms"] and 0 < row["d2h_p50_ms"] <= row["e2e_p50_ms"]
         # The invariant of the protocol: end-to-end contains compute, so it is never faster.
         assert row["e2e_mean_ms"] >= row["mean_ms"] and row["e2e_p50_ms"] >= row["p50_ms"] and row["e2e_fps"] <= row["fps"]
     assert data["settings"]["calib_count"] == bench.BenchConfig.calib_count and data["settings"]["rounds"] == 2
@@ -221,21 +267,28 @@ def test_default_run_reports_protocol_and_consistent_rows(default_run):
     assert markdown.count("\n|") == len(data["rows"]) + 2 and "CV" in markdown  # header, separator, rows
 
 
-def test_parity_verdicts_follow_the_budget(default_run):
-    _, _, data = default_run
-    for row in [r for r in data["rows"] if r["device"] == "cpu"]:
+def test_every_budget_is_judged_on_labelled_frames_and_the_reference_says_so(default_run):
+    """The default run (shipped checkpoint, generated labelled scenes) judges every row on DELTA_MIOU_MIN_IMAGES frames,
+    so the |delta mIoU| budgets (INT8's among them) are applied: no row carries a "not judged" note. The PyTorch CPU
+    FP32 row is the reference: its mIoU against the labels, no agreement with itself, no PASS."""
+    _, result, data = default_run
+    assert data["settings"]["parity_images"] == DELTA_MIOU_MIN_IMAGES and data["settings"]["checkpoint"].endswith(
+        "sanet_synth.safetensors")
+    rows = [r for r in data["rows"] if r["device"] == "cpu"]
+    for reference in [r for r in rows if r["runner"] == "pytorch-cpu-fp32"]:
+        assert reference["verdict"] == benchreport.REFERENCE and reference["miou"] > 0.2
+        assert reference["agreement_miou"] is None and reference["pixel_agreement"] is None and reference["delta_miou"] is None
+    assert "| reference |" in (default_run[0] / "bench.md").read_text() and "reference" in result.stdout
+    for row in [r for r in rows if r["runner"] != "pytorch-cpu-fp32"]:
         budget = BUDGETS[row["precision"]]
-        if row["precision"] == "fp32":
-            assert row["verdict"] == "PASS" and row["pixel_agreement"] >= budget.min_pixel_agreement
-            continue
-        # Random-init INT8: the verdict is whatever its budget says of the measured agreement and delta mIoU.
+        assert row["parity_images"] == DELTA_MIOU_MIN_IMAGES and row["parity_notes"] == [] and row["delta_miou"] is not None
         below = row["pixel_agreement"] < budget.min_pixel_agreement
-        judged = row["delta_miou"] is not None and 2 >= DELTA_MIOU_MIN_IMAGES  # QUICK: --parity-images 2
-        over = judged and abs(row["delta_miou"]) > budget.max_delta_miou
-        assert bool(row["parity_notes"]) == (row["delta_miou"] is not None and not judged)
-        assert row["pixel_agreement"] < 1.0  # INT8 really differs from FP32
-        assert row["verdict"] == ("FAIL" if below or over else "PASS")
+        over = abs(row["delta_miou"]) > budget.max_delta_miou
+        assert row["verdict"] == ("FAIL" if below or over else "PASS"), row
         assert any("pixel agreement" in f for f in row["failures"]) == below
+        assert any("delta mIoU" in f for f in row["failures"]) == over
+        if row["precision"] == "int8":
+            assert row["pixel_agreement"] < 1.0  # INT8 really differs from FP32
 
 
 def test_plots_are_written_and_readable(default_run):
@@ -300,7 +353,9 @@ def test_wrong_backend_row_fails_and_strict_exits_nonzero(shipped, tmp_path):
     lenient = bench_cli(*common)
     assert lenient.returncode == 0, lenient.stderr
     rows = {r["runner"]: r for r in json.loads((tmp_path / "o" / "bench.json").read_text())["rows"]}
-    assert rows["pytorch-cpu-fp32"]["verdict"] == "PASS" and rows["onnxruntime-cpu-fp32"]["verdict"] == "FAIL"
+    extra = "onnxruntime-cpu-fp32 [{}]".format(bad)  # an extra file's row names the file: never a built-in label
+    assert set(rows) == {"pytorch-cpu-fp32", extra}
+    assert rows["pytorch-cpu-fp32"]["verdict"] == benchreport.REFERENCE and rows[extra]["verdict"] == "FAIL"
     strict = bench_cli(*common, "--strict")
     assert strict.returncode == 1 and "failed parity" in strict.stderr
 
@@ -377,7 +432,21 @@ def test_default_model_is_the_shipped_checkpoint_when_present(tmp_path, monkeypa
 def test_gpucheck_without_cuda_is_one_line(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present: the self-check runs instead of refusing")
-    result = run_cli(["sanet.gpucheck"], "-o", str(tmp_path / "gc"))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().count("\n") == 0 and "no CUDA device" in result.stderr
-    assert not (tmp_path / "gc" / "gpucheck.json").exists()
+    for quick in ([], ["--quick"]):
+        result = run_cli(["sanet.gpucheck"], "-o", str(tmp_path / "gc"), *quick)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.strip().count("\n") == 0 and "no CUDA device" in result.stderr
+        assert not (tmp_path / "gc" / "gpucheck.json").exists()
+
+
+def test_gpucheck_quick_is_one_size_fp16_without_calibration(tmp_path):
+    """--quick: 512x1024 only, FP16 only (no INT8 row, so no calibration), 10 iterations in one round; the full check
+    covers the three bench sizes in every precision."""
+    from sanet import gpucheck
+
+    quick, full = gpucheck.check_config(str(tmp_path), quick=True), gpucheck.check_config(str(tmp_path))
+    assert quick.resolutions == [bench.BENCH_RESOLUTIONS[0]] and quick.precisions == ("fp16",) and quick.calib is None
+    assert (quick.iterations, quick.rounds, quick.cpu_rows) == (10, 1, False)
+    assert full.resolutions == list(bench.BENCH_RESOLUTIONS) and "int8" in full.precisions and not full.cpu_rows
+    assert [label for label, options in gpucheck.TORCH_VARIANTS if options["precision"] in quick.precisions] == [
+        "fp16 channels_last", "fp16 CUDA graph", "fp16 channels_last CUDA graph"]

@@ -1,22 +1,28 @@
 """sanet.power: tegrastats parsing per Jetson board on real public log lines, throttle checks on plain
-values and a directory-tree sysfs, NVML reason decoding, and the PowerSampler thread driven by a real
-subprocess (a script that prints real tegrastats lines) rather than a mock."""
+values and a directory-tree sysfs, NVML reason decoding, the PowerSampler thread driven by a real
+subprocess (a script that prints real tegrastats lines) rather than a mock, how long a bench visit waits for the
+sensor, and the nvpmodel/jetson_clocks host facts from scripts that print recorded real outputs."""
 import os
 import stat
 import sys
 import time
 import types
 
+import numpy as np
 import pytest
 
+from sanet import power
 from sanet.errors import SanetError
 from sanet.power import (
+    POWER_SETTLE_UPDATES,
     PowerSampler,
     clock_throttle_reasons,
     decode_clock_event_reasons,
     measured_span_power,
     nvml_throttle_reasons,
+    parse_jetson_clocks_report,
     parse_jetson_clocks_show,
+    parse_nvpmodel_query,
     parse_tegrastats,
     parse_tegrastats_line,
     read_active_cooling,
@@ -283,6 +289,9 @@ args = sys.argv[1:]
 interval = int(args[args.index("--interval") + 1]) / 1000.0
 with open({record!r}, "w") as handle:
     handle.write("{{}} {{}}".format(os.getpid(), " ".join(args)))
+for line in {first!r}:
+    print(line, flush=True)
+    time.sleep(interval)
 lines = {lines!r}
 index = 0
 while True:
@@ -292,10 +301,11 @@ while True:
 """
 
 
-def _fake_tegrastats(tmp_path, lines, ignore_term=False):
-    """An executable that behaves like ``tegrastats --interval N``: prints the given real lines forever."""
+def _fake_tegrastats(tmp_path, lines, ignore_term=False, first=()):
+    """An executable that behaves like ``tegrastats --interval N``: prints the ``first`` lines once, then the given
+    real lines forever."""
     script, record = tmp_path / "tegrastats", tmp_path / "tegrastats.args"
-    script.write_text(_FAKE_TEGRASTATS.format(python=sys.executable, record=str(record), lines=list(lines),
+    script.write_text(_FAKE_TEGRASTATS.format(python=sys.executable, record=str(record), lines=list(lines), first=list(first),
                                               ignore_term="signal.signal(signal.SIGTERM, signal.SIG_IGN)" if ignore_term else ""))
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return str(script), record
@@ -416,3 +426,152 @@ def test_nvml_polling_thread_converts_mw_and_collects_throttle_reasons(tmp_path,
     assert summary.source == "nvml" and summary.board == "NVIDIA H100 80GB HBM3"
     assert summary.max_watts == pytest.approx(350.0) and 250.0 < summary.mean_watts < 350.0
     assert summary.throttled is True and summary.throttle_reasons == ["nvml:sw_power_cap"]
+
+
+# --- how long a span waits for the sensor, and which readings are its own ---------------------
+
+
+def _wait_settled(sampler, limit_s=60.0):
+    deadline = time.monotonic() + limit_s
+    while not sampler.settled() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_span_readings_start_at_the_sensors_second_update(tmp_path):
+    """The first reading and the first update may average time before the span (here: two other boards' lines at 14.7
+    and 17.9 W); from the second update on the readings are the span's own (the Nano's 4.1-4.5 W)."""
+    executable, _ = _fake_tegrastats(tmp_path, NANO_LINES, first=[XAVIER_NX, ORIN_NX])
+    sampler = PowerSampler(interval_ms=20, tegrastats=executable, sysfs_root=str(tmp_path))
+    with sampler:
+        assert not sampler.settled()
+        _wait_settled(sampler)
+    summary = sampler.summary
+    assert summary.settled is True and sampler.settled() and summary.updates >= POWER_SETTLE_UPDATES
+    assert min(NANO_WATTS) <= summary.mean_watts <= max(NANO_WATTS) and summary.max_watts == pytest.approx(4.531)
+    assert summary.update_interval_s > 0 and "fewer than" not in summary.note
+
+
+def test_a_sensor_that_never_updates_never_settles(tmp_path):
+    executable, _ = _fake_tegrastats(tmp_path, [AGX_XAVIER])  # the same reading every time
+    sampler = PowerSampler(interval_ms=20, tegrastats=executable, sysfs_root=str(tmp_path))
+    with sampler:
+        _wait_for(sampler, 6)
+        assert not sampler.settled()
+    summary = sampler.summary
+    assert summary.settled is False and summary.updates == 0 and summary.update_interval_s is None
+    assert summary.mean_watts == pytest.approx(7.632) and "updated 0 time(s), fewer than 4" in summary.note
+    assert PowerSampler(source="none").settled()  # nothing sampled: nothing to wait for
+
+
+def test_a_bench_visit_lasts_until_the_sensor_settled(exported, tmp_path):
+    """One timed iteration is all the CPU cap allows, but with a sampler the visit goes on until the sensor updated
+    POWER_SETTLE_UPDATES times; a sensor that never updates ends the visit at power_max_seconds, unsettled."""
+    from sanet import bench
+    from sanet.runners import OrtRunner
+
+    _, paths = exported
+    frame = np.zeros((1, 96, 192, 3), np.uint8)
+    config = bench.BenchConfig(warmup_seconds=0, iterations=1, rounds=1, cpu_max_seconds=1e-6, power_max_seconds=60)
+    changing, _ = _fake_tegrastats(tmp_path, NANO_LINES)
+    steady_dir = tmp_path / "steady"
+    steady_dir.mkdir()
+    steady, _ = _fake_tegrastats(steady_dir, [AGX_XAVIER])
+    with OrtRunner(paths[(96, 192)]) as runner:
+        samples, _, summary = bench.time_visit(runner, frame, config, PowerSampler(interval_ms=20, tegrastats=changing,
+                                                                                      sysfs_root=str(tmp_path)))
+        assert len(samples) >= 1 and summary.settled is True and summary.updates >= POWER_SETTLE_UPDATES
+        config.power_max_seconds = 0.3
+        samples, _, summary = bench.time_visit(runner, frame, config, PowerSampler(interval_ms=20, tegrastats=steady,
+                                                                                      sysfs_root=str(tmp_path)))
+        assert len(samples) >= 1 and summary.settled is False
+
+
+def test_bench_rows_carry_settled_power_from_tegrastats_on_path(exported, synth_small, tmp_path, monkeypatch):
+    """run_bench with a tegrastats on PATH (a script printing real Nano lines): every visit waits for the sensor, and
+    the row gets the Nano's watts, FPS/W and the observed update interval."""
+    from sanet import bench
+    from sanet.data import open_dataset
+
+    model, _ = exported
+    _fake_tegrastats(tmp_path, NANO_LINES)
+    monkeypatch.setenv("PATH", str(tmp_path) + os.pathsep + os.environ["PATH"])
+    config = bench.BenchConfig(resolutions=[(64, 128)], backends=("onnxruntime",), precisions=("fp32",), warmup_seconds=0,
+                               iterations=2, rounds=2, parity_images=1, out=str(tmp_path / "o"))
+    rows, skipped = bench.run_bench(model, config, open_dataset(str(synth_small), "cityscapes", "val"), report=lambda _: None)
+    assert [r.runner for r in rows] == ["onnxruntime-cpu-fp32"] and not [s for s in skipped if s.startswith("power")]
+    row = rows[0]
+    assert row.power_settled is True and min(NANO_WATTS) <= row.power_w <= max(NANO_WATTS)
+    assert row.fps_per_watt == pytest.approx(row.fps / row.power_w) and row.power_update_s > 0
+
+
+# --- power mode and clocks: nvpmodel -q and jetson_clocks --show ------------------------------
+
+# Jetson Nano, nvpmodel -q without sudo (the mode, then errors for what only root reads):
+# https://github.com/NVIDIA-AI-IOT/jetbot/issues/49
+NVPMODEL_NANO_USER = """NV Power Mode: 5W
+1
+NVPM ERROR: Error opening /sys/kernel/nvpmodel_emc_cap/emc_iso_cap: 13
+NVPM ERROR: failed to read PARAM EMC: ARG MAX_FREQ: PATH /sys/kernel/nvpmodel_emc_cap/emc_iso_cap
+"""
+# AGX Xavier, sudo nvpmodel -q as quoted in https://github.com/open-rdc/orne-box/issues/16 (mode line, no id quoted)
+NVPMODEL_XAVIER = "NV Fan Mode:quiet\nNV Power Mode: MAXN\n"
+# Jetson AGX Thor, nvpmodel -q: https://github.com/anduril/jetpack-nixos/pull/460
+NVPMODEL_THOR = "NV Power Mode: MAXN\n0\n"
+# /etc/nv_tegra_release of L4T r35.4.1 (JetPack 5.1.2), as `cat` printed it in TIER IV's Anvil (AGX Orin) setup notes
+# for github.com/tier4/data_recording_system ("Confirm that BSP version is r35.4.1")
+NV_TEGRA_RELEASE = "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023\n"
+
+
+def test_nvpmodel_query_gives_mode_name_id_and_errors():
+    assert parse_nvpmodel_query(NVPMODEL_NANO_USER) == {
+        "mode_name": "5W", "mode_id": 1, "fan_mode": None,
+        "errors": ["NVPM ERROR: Error opening /sys/kernel/nvpmodel_emc_cap/emc_iso_cap: 13",
+                   "NVPM ERROR: failed to read PARAM EMC: ARG MAX_FREQ: PATH /sys/kernel/nvpmodel_emc_cap/emc_iso_cap"]}
+    assert parse_nvpmodel_query(NVPMODEL_XAVIER) == {"mode_name": "MAXN", "mode_id": None, "fan_mode": "quiet", "errors": []}
+    assert parse_nvpmodel_query(NVPMODEL_THOR)["mode_id"] == 0
+    assert parse_nvpmodel_query("") == {"mode_name": None, "mode_id": None, "fan_mode": None, "errors": []}
+
+
+def test_jetson_clocks_report_says_whether_clocks_are_pinned():
+    report = parse_jetson_clocks_report(TX1_JETSON_CLOCKS)
+    assert report["clocks"]["GPU"]["max_mhz"] == 998.4 and report["mode_name"] is None
+    assert report["clocks_pinned"] is False  # GPU pinned at 998.4 MHz, but EMC may still drop to 12.75 MHz
+    pinned = TX1_JETSON_CLOCKS.replace("EMC MinFreq=12750000", "EMC MinFreq=1600000000")
+    assert parse_jetson_clocks_report(pinned + "NV Power Mode: MAXN\n") == dict(
+        parse_jetson_clocks_report(pinned), mode_name="MAXN", clocks_pinned=True)
+    assert parse_jetson_clocks_report("Please run as root\n")["clocks_pinned"] is None
+
+
+def _tool(folder, name, output, argument):
+    """An executable ``name`` that prints recorded ``output`` when called with ``argument``, else fails."""
+    script = folder / name
+    script.write_text("#!{}\nimport sys\nif sys.argv[1:] != [{!r}]:\n    sys.exit('usage')\nsys.stdout.write({!r})\n".format(
+        sys.executable, argument, output))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+
+
+def test_jetson_power_facts_keep_raw_text_and_parsed_fields(tmp_path, monkeypatch):
+    from sanet.benchreport import host_facts
+
+    _tool(tmp_path, "nvpmodel", NVPMODEL_NANO_USER, "-q")
+    _tool(tmp_path, "jetson_clocks", TX1_JETSON_CLOCKS, "--show")
+    facts = power.jetson_power_facts(path=str(tmp_path))
+    assert facts["nvpmodel"]["raw"] == NVPMODEL_NANO_USER and facts["nvpmodel"]["returncode"] == 0
+    assert (facts["nvpmodel"]["mode_name"], facts["nvpmodel"]["mode_id"]) == ("5W", 1)
+    assert facts["nvpmodel"]["command"].endswith("nvpmodel -q")
+    assert facts["jetson_clocks"]["raw"] == TX1_JETSON_CLOCKS and facts["jetson_clocks"]["clocks"]["EMC"]["max_mhz"] == 1600.0
+    monkeypatch.setenv("PATH", str(tmp_path) + os.pathsep + os.environ["PATH"])
+    assert host_facts()["jetson_power"]["nvpmodel"]["mode_name"] == "5W"  # what bench.json records
+
+
+def test_missing_jetson_tools_are_named_on_l4t_only(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    assert power.jetson_power_facts(path=str(tmp_path)) == {}  # not L4T (no release file): nothing to say
+    (tmp_path / "nv_tegra_release").write_text(NV_TEGRA_RELEASE)
+    monkeypatch.setattr(power, "L4T_RELEASE", str(tmp_path / "nv_tegra_release"))
+    assert power.l4t_release() == NV_TEGRA_RELEASE.strip()
+    facts = power.jetson_power_facts(path=str(tmp_path))
+    assert set(facts) == {"nvpmodel", "jetson_clocks"} and "docs/jetson-docker.md" in facts["nvpmodel"]["note"]
+    with PowerSampler(tegrastats=str(tmp_path / "tegrastats")) as sampler:
+        pass
+    assert "tegrastats is not in this L4T container" in sampler.summary.note and "docs/jetson-docker.md" in sampler.summary.note
