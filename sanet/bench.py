@@ -297,7 +297,8 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
                 # A visit cut short before the sensor settled would give the previous row's watts: not used.
                 watts[index] += [summary.mean_watts] if summary.settled and summary.mean_watts is not None else []
                 updates[index] += [summary.update_interval_s] if summary.update_interval_s is not None else []
-                row.power_settled = bool(summary.settled) and row.power_settled is not False
+                if summary.settled is not None:  # None: no total power to settle (the summary's note says why)
+                    row.power_settled = summary.settled and row.power_settled is not False
                 row.throttled = summary.throttled if row.throttled is None else row.throttled or bool(summary.throttled)
             report("    compute {:.1f} ms, end-to-end {:.1f} ms over {} iterations; parity {}".format(
                 np.mean([s[2] for s in got]), np.mean([s[0] for s in got]), len(got), row.verdict))

@@ -488,11 +488,15 @@ class PowerSampler:
 
     def settled(self):
         """Whether the sensor has updated :data:`POWER_SETTLE_UPDATES` times since start(), so the span has readings
-        of its own; True where nothing is sampled (nothing to wait for). Safe to call while sampling runs."""
+        of its own; also True where waiting cannot help: no source, a reader that has ended (tegrastats exited, NVML
+        failed), or samples without a total power (a board whose rails give none). Safe to call while sampling runs."""
         if self.source is None:
             return True
         with self._agg.lock:
-            return self._agg.updates >= POWER_SETTLE_UPDATES
+            agg = self._agg
+            if agg.updates >= POWER_SETTLE_UPDATES or (agg.count >= POWER_SETTLE_UPDATES and not agg.power_count):
+                return True
+        return not self._stop_event.is_set() and self._thread is not None and not self._thread.is_alive()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -463,6 +463,25 @@ def test_a_sensor_that_never_updates_never_settles(tmp_path):
     assert PowerSampler(source="none").settled()  # nothing sampled: nothing to wait for
 
 
+def test_waiting_ends_when_nothing_more_can_come(tmp_path):
+    """A tegrastats that exits (e.g. it cannot read the rails in a container) or a board whose lines carry no total
+    leaves nothing to wait for: settled() says so, and the summary says the readings did not settle."""
+    script = tmp_path / "tegrastats"
+    script.write_text("#!{}\nprint({!r}, flush=True)\n".format(sys.executable, NANO_LINES[0]))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    sampler = PowerSampler(interval_ms=20, tegrastats=str(script), sysfs_root=str(tmp_path))
+    with sampler:
+        sampler._thread.join(60)  # the reader ends with the process's output
+        assert sampler.settled()
+    assert sampler.summary.settled is False and sampler.summary.samples == 1
+    no_total = AGX_XAVIER.replace(" SYS5V 3306/3306", "")  # AGX Xavier without one of its six rails: no total
+    executable, _ = _fake_tegrastats(tmp_path, [no_total])
+    with PowerSampler(interval_ms=20, tegrastats=executable, sysfs_root=str(tmp_path)) as sampler:
+        _wait_for(sampler, POWER_SETTLE_UPDATES)
+        assert sampler.settled()
+    assert sampler.summary.settled is None and sampler.summary.mean_watts is None
+
+
 def test_a_bench_visit_lasts_until_the_sensor_settled(exported, tmp_path):
     """One timed iteration is all the CPU cap allows, but with a sampler the visit goes on until the sensor updated
     POWER_SETTLE_UPDATES times; a sensor that never updates ends the visit at power_max_seconds, unsettled."""
