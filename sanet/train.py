@@ -10,6 +10,7 @@ batches are exactly those an uninterrupted run would have seen. SIGINT/SIGTERM f
 iteration, save and exit; under DDP the ranks all-reduce a stop flag every iteration, so all stop at
 the same iteration even when only one received the signal.
 """
+import copy
 import dataclasses
 import logging
 import math
@@ -25,7 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .checkpoints import read_checkpoint, save_checkpoint
+from .checkpoints import load_weights, read_checkpoint, save_checkpoint
 from .constants import IGNORE_INDEX
 from .data import TrainTransform, open_dataset
 from .errors import SanetError
@@ -68,6 +69,14 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/train"
     device: str = "auto"
+    init: Optional[str] = None  # start from these weights (a checkpoint file) instead of random ones: fine-tuning, QAT
+    # Quantization-aware training (sanet.qat, NVIDIA Model Optimizer; needs init): fake int8 on every Conv2d, ranges
+    # calibrated on qat_calib_batches training batches, BatchNorm frozen; best.safetensors then carries the ranges.
+    qat: bool = False
+    qat_calib_batches: int = 8
+    # Distillation toward the frozen init model (its FP32 logits): loss = (1 - distill) x label loss + distill x per-pixel
+    # KL divergence. 0: labels only; 1: the network only learns to predict what the init model predicts.
+    distill: float = 0.0
 
     @classmethod
     def load(cls, path=None, overrides=()):
@@ -122,6 +131,13 @@ class OhemCrossEntropy(torch.nn.Module):
             return hard.mean()
         weights = self.class_weights.to(hard.device, hard.dtype)[labels[keep]]
         return (hard * weights).sum() / weights.sum()
+
+
+def distillation_loss(logits, teacher_logits):
+    """Per-pixel KL(teacher || student) of the class distributions, averaged over pixels: (B, C, H, W) each."""
+    log_student = F.log_softmax(logits, dim=1)
+    log_teacher = F.log_softmax(teacher_logits, dim=1)
+    return F.kl_div(log_student, log_teacher, log_target=True, reduction="none").sum(dim=1).mean()
 
 
 def class_balance_weights(dataset, num_classes, limit=None):
@@ -195,6 +211,16 @@ class Trainer:
         # NHWC is oneDNN's native layout: about 15 % faster CPU steps than NCHW (same results, other strides).
         self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
+        if config.init:
+            self._load_init(config.init)
+        if not 0.0 <= config.distill <= 1.0:
+            raise SanetError("distill={} is a mixing weight: use 0 (labels only) to 1 (distillation only)".format(config.distill))
+        if config.distill and not config.init:
+            raise SanetError("distill={} needs init=CHECKPOINT: the model whose predictions training keeps".format(config.distill))
+        # The init model, frozen (eval mode, no gradients), whose logits the distillation loss follows.
+        self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False) if config.distill else None
+        if config.qat:
+            self._quantize(resume)
         if config.sync_bn and self.device.type != "cuda":
             raise SanetError("sync_bn=true needs CUDA (PyTorch's SyncBatchNorm has no CPU path): set sync_bn=false")
         if self.distributed and config.sync_bn:
@@ -230,6 +256,41 @@ class Trainer:
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
             logger.addHandler(handler)
         return logger
+
+    def _load_init(self, path):
+        """Strict load of ``path``'s weights. A deployment file has no training-only auxiliary head (conv_out16): with
+        aux_weight=0 that head keeps its random weights and trains nothing; otherwise that is an error."""
+        state = dict(read_checkpoint(path)[0])
+        aux = {key: value for key, value in self.model.state_dict().items() if key.startswith("conv_out16.")}
+        if aux and not any(key in state for key in aux):
+            if self.config.aux_weight:
+                raise SanetError("init {} has no auxiliary head (conv_out16): its loss would train a random head into the "
+                                 "backbone; set aux_weight=0".format(path))
+            self.log.info("init %s has no auxiliary head (conv_out16); aux_weight=0, so it stays unused", path)
+            state.update(aux)
+        load_weights(self.model, state)
+        self.log.info("initialised from %s", path)
+
+    def _quantize(self, resume):
+        """QAT: Model Optimizer's fake quantization, its ranges calibrated on the first qat_calib_batches batches of
+        epoch 0 (augmented training crops), or when resuming taken from the checkpoint (its state holds them)."""
+        from . import qat
+
+        if not (self.config.init or resume):
+            raise SanetError("qat=true fine-tunes a trained network: set init=CHECKPOINT")
+        if resume:
+            qat.quantize(self.model, ranges=qat.ranges_from_state(read_checkpoint(resume)[0]))
+            return
+
+        def calibrate(model):
+            for index, (images, _) in enumerate(self._loader(0)):
+                if index == self.config.qat_calib_batches:
+                    break
+                model(images.to(self.device, memory_format=self.memory_format))
+
+        qat.quantize(self.model, calibrate)
+        self.log.info("qat: %d convolutions fake-quantized to int8, ranges from %d training batches",
+                      len(qat.quantized_convs(self.model)), self.config.qat_calib_batches)
 
     def _resume(self, path):
         state, config, extra = read_checkpoint(path)
@@ -336,7 +397,7 @@ class Trainer:
             if miou is not None and miou > self.best_miou:
                 self.best_miou = miou
                 if self.is_main:
-                    save_checkpoint(os.path.join(self.out, "best.safetensors"), self.model)
+                    self._save_best(os.path.join(self.out, "best.safetensors"))
             self.save(epoch)
             self.log.info("epoch %d loss %.4f val mIoU %s lr %.5f", epoch, loss,
                           "-" if miou is None else "{:.4f}".format(miou), self.optimizer.param_groups[0]["lr"])
@@ -345,6 +406,16 @@ class Trainer:
         if self.distributed:
             self.check_ranks_in_sync()
         return self.history
+
+    def _save_best(self, path):
+        """The weights (after QAT: the plain FP32 SANet plus its quantizer ranges, sanet.qat) as safetensors."""
+        if not self.config.qat:
+            save_checkpoint(path, self.model)
+            return
+        from .fileio import sha256_file
+        from .qat import save_qat_checkpoint
+
+        save_qat_checkpoint(path, self.model, {"init_sha256": sha256_file(self.config.init) if self.config.init else None})
 
     def check_ranks_in_sync(self):
         """All ranks must end with bit-identical parameters; a mismatch means broken gradient synchronisation.
@@ -370,6 +441,10 @@ class Trainer:
     def _train_epoch(self, epoch, start_iteration, writer):
         """Run ``epoch`` from batch ``start_iteration``; returns (mean loss of the whole epoch, batches done in it)."""
         self.net.train()
+        if self.config.qat:  # BatchNorm uses and keeps its running statistics, as the deployed network does
+            from .qat import freeze_batchnorm
+
+            freeze_batchnorm(self.model)
         if start_iteration == 0:
             self.epoch_loss = (0.0, 0)
         loader = self._loader(epoch, start_iteration)
@@ -381,6 +456,10 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
                 main, aux = self.net(images)
                 loss = self.criterion(main.float(), labels) + self.config.aux_weight * self.criterion(aux.float(), labels)
+                if self.teacher is not None:
+                    with torch.no_grad():
+                        target = self.teacher(images)
+                    loss = (1 - self.config.distill) * loss + self.config.distill * distillation_loss(main.float(), target.float())
             if not torch.isfinite(loss):
                 raise SanetError("loss became {} at epoch {}: training stopped; {} holds the last good weights "
                                  "(lower lr or check the data)".format(loss.item(), epoch, os.path.join(self.out, "last.pt")))
