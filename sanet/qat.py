@@ -192,7 +192,8 @@ def read_ranges(path) -> Optional[dict]:
         with safe_open(path, framework="pt") as handle:
             text = (handle.metadata() or {}).get(QAT_KEY)
     except Exception as exc:  # safetensors raises its own types for corrupt headers
-        raise SanetError("checkpoint {} is corrupt or not safetensors ({}): re-save it".format(path, exc)) from exc
+        raise SanetError("checkpoint {} is corrupt, truncated or not a checkpoint ({}): re-download or re-save it".format(
+            path, str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__)) from exc
     if text is None:
         return None
     try:
