@@ -18,7 +18,7 @@ from . import __version__
 from .constants import INPUT_LAYOUTS, Preprocess
 from .errors import SanetError, require
 from .fileio import atomic_path
-from .model import check_input_size, enable_dynamic_shapes, fold_batchnorm
+from .model import check_input_size, enable_dla_friendly, enable_dynamic_shapes, fold_batchnorm
 
 OUTPUTS = ("logits", "argmax")
 MAX_OPSET_TENSORRT_85 = 17
@@ -36,6 +36,7 @@ class ExportConfig:
     output: str = "logits"
     simplify: bool = True
     dynamic_batch: bool = False  # batch axis named "batch" (Triton dynamic batching); H and W stay fixed
+    dla_friendly: bool = False  # SCE/SFF from ops Jetson DLAs run (model.enable_dla_friendly); static H x W only
     tolerance: float = 1e-3  # max |logit diff| ORT vs PyTorch, relative to the logit range
 
     def __post_init__(self):
@@ -46,6 +47,8 @@ class ExportConfig:
             raise SanetError("unknown output {!r}: use {}".format(self.output, " or ".join(OUTPUTS)))
         if self.batch < 1:
             raise SanetError("--batch must be >= 1")
+        if self.dla_friendly and self.dynamic:
+            raise SanetError("--dla-friendly needs a static H x W (DLA has no dynamic shapes): drop --dynamic")
 
     @property
     def output_name(self):
@@ -114,6 +117,7 @@ def _metadata(model, config, source_sha256):
         "sanet.opset": str(config.opset),
         "sanet.source_sha256": source_sha256 or "random-init",
         "sanet.version": __version__,
+        **({"sanet.dla_friendly": "1"} if config.dla_friendly else {}),
     }
 
 
@@ -152,6 +156,8 @@ def export_onnx(model, path, config: ExportConfig, source_sha256=None, verify=Tr
     """
     onnx = require("onnx", "pip install 'sanet[onnx]'")
     folded = fold_batchnorm(model)
+    if config.dla_friendly:
+        enable_dla_friendly(folded)
     graph = DeployGraph(enable_dynamic_shapes(folded) if config.dynamic else folded, config).eval()
     dummy = torch.from_numpy(example_input(model.config, config))
     # torch >= 2.9 defaults to the dynamo exporter (opset 18+); torch 2.0/2.1 on Jetson lack the keyword.

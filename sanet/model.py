@@ -246,15 +246,16 @@ class SCE(nn.Module):
         self.matrices = nn.ModuleDict()
 
     dynamic_shapes = False  # True only in exports with dynamic H x W (see DeployGraph)
+    dla_friendly = False  # True only in DLA-friendly exports (see enable_dla_friendly)
 
     def forward(self, x):
         x = self.reduce_channel(x)  # (B, 128, h, w) with h, w = H/32, W/32
         contexts = []
         for index in range(len(self.GRID_HEIGHTS)):
             pool, upsample = self._pool_and_upsample(x, index)  # (g, h), (g_w, w); (h, g), (w, g_w)
-            pooled = separable_map(x, *pool)  # (B, 128, g, g_w)
+            pooled = dla_resample(x, *pool) if self.dla_friendly else separable_map(x, *pool)  # (B, 128, g, g_w)
             branch = getattr(self.spp, "spp_{}".format(index + 1))(pooled)
-            contexts.append(separable_map(branch, *upsample))  # (B, 128, h, w)
+            contexts.append(dla_resample(branch, *upsample) if self.dla_friendly else separable_map(branch, *upsample))
         attention = torch.sigmoid(self.spatial_attention(torch.cat(contexts, dim=1))) + 1.0  # (B, 4, h, w)
         for index, context in enumerate(contexts):
             x = x + context * attention[:, index:index + 1]
@@ -301,11 +302,18 @@ class SFF(nn.Module):
         self.channels = ch
 
     dynamic_shapes = False  # True only in exports with dynamic H x W: the target size stays symbolic
+    dla_friendly = False  # True only in DLA-friendly exports: half-pixel 2x upsampling where the sizes double
 
     def forward(self, low, high):
         high = self.conv_high(high)  # (B, 128, Hh, Wh)
         size = high.shape[-2:] if self.dynamic_shapes else (int(high.shape[-2]), int(high.shape[-1]))
-        low = F.interpolate(self.conv_low(low), size=size, mode="bilinear", align_corners=True)  # (B, 128, Hh, Wh)
+        low = self.conv_low(low)  # (B, 128, Hl, Wl)
+        if self.dla_friendly and not self.dynamic_shapes and tuple(size) == (2 * low.shape[-2], 2 * low.shape[-1]):
+            # DLA's bilinear Resize takes half-pixel coordinates and integer scales only: not the same function as
+            # align_corners (the pixels move by up to half a low-resolution pixel); its parity is measured
+            low = F.interpolate(low, scale_factor=2.0, mode="bilinear", align_corners=False)
+        else:
+            low = F.interpolate(low, size=size, mode="bilinear", align_corners=True)  # (B, 128, Hh, Wh)
         # Interleave the two descriptors (l0, h0, l1, h1, ...) so the 1-D convs mix both scales.
         # Batch stays -1 in reshapes so the exported graph needs no Shape/Gather arithmetic.
         descriptor = torch.stack([generalized_mean_pool(low), generalized_mean_pool(high)], dim=2)  # (B, C, 2)
@@ -367,6 +375,57 @@ class SANet(nn.Module):
     def predict(self, x):
         """(B, 3, H, W) -> (B, H, W) int64 class map."""
         return self.forward(x).argmax(dim=1)
+
+
+def enable_dla_friendly(model):
+    """Export-time variant of SCE and SFF built from what TensorRT 8.5 runs on DLA (docs/simulator.md): exact
+    AveragePool chains and integer nearest Resizes in place of SCE's matrix products where the bins are uniform,
+    and half-pixel 2x bilinear upsampling in SFF where the sizes double (close to align_corners, not equal)."""
+    for module in model.modules():
+        if isinstance(module, (SCE, SFF)):
+            module.dla_friendly = True
+    return model
+
+
+def dla_resample(x, rows, cols):
+    """separable_map(x, rows, cols) by ops DLA runs where that is exact: an (out, in) pooling matrix with uniform
+    bins is an average over in/out inputs (AveragePool, windows split into factors <= 8 for DLA), a nearest
+    upsampling matrix with an integer ratio a Resize with that scale; anything else stays a matrix product.
+    The matrices are constants here (a static export), so the choice is made once, at trace time."""
+    pool, repeat = [], []
+    for matrix in (rows, cols):
+        out_size, in_size = matrix.shape
+        if out_size <= in_size and in_size % out_size == 0 and torch.equal(
+                matrix, torch.kron(torch.eye(out_size), torch.full((1, in_size // out_size), out_size / in_size)).to(matrix)):
+            pool.append(in_size // out_size)
+            repeat.append(1)
+        elif out_size % in_size == 0 and torch.equal(
+                matrix, torch.kron(torch.eye(in_size), torch.ones(out_size // in_size, 1)).to(matrix)):
+            pool.append(1)
+            repeat.append(out_size // in_size)
+        else:
+            return separable_map(x, rows, cols)
+    if max(pool) > 1:
+        rows_factors, cols_factors = small_factors(pool[0]), small_factors(pool[1])
+        steps = max(len(rows_factors), len(cols_factors))
+        for window in zip(rows_factors + [1] * (steps - len(rows_factors)), cols_factors + [1] * (steps - len(cols_factors))):
+            x = F.avg_pool2d(x, window, window)  # means of equal-sized means: exact
+    if max(repeat) > 1:
+        x = F.interpolate(x, scale_factor=(float(repeat[0]), float(repeat[1])), mode="nearest")
+    return x
+
+
+def small_factors(size, largest=8):
+    """``size`` as a product of factors <= ``largest`` where it can be (a larger prime stays one factor): DLA pools
+    windows of at most 8 (NvInfer.h, release/8.5). small_factors(32) == [8, 4]."""
+    factors, rest = [], size
+    for factor in range(largest, 1, -1):
+        while rest % factor == 0 and rest > 1:
+            factors.append(factor)
+            rest //= factor
+    if rest > 1:
+        factors.append(rest)
+    return factors
 
 
 def enable_dynamic_shapes(model):

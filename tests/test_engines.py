@@ -563,9 +563,10 @@ def test_int8_build_routes(trt_sim, sim_engines, small_onnx, sources):
     images = sample_images(small_onnx[2])
     with TrtRunner(str(plan)) as runner, OrtRunner(reference_path) as reference:
         agreement = (predictions(runner, images)[0] == predictions(reference, images)[0]).mean()
-    # the same file: > 98 %; FP16 float parts against the FP32 Q/DQ file: the INT8 pixel budget (this random-init
-    # network's logits are near ties; test_numerics checks the trained pilot on real frames)
-    assert agreement > (0.90 if route.name == "int8-mixed" else 0.98)
+    # the same file: > 98 %; FP16 float parts against the FP32 Q/DQ file, or classic INT8 at the calibrated scales
+    # against FP32 (the simulator computes at them): the INT8 pixel budget (this random-init network's logits are
+    # near ties; test_numerics checks the trained pilot on real frames, test_trtsim the calibrated scales)
+    assert agreement > (0.90 if route.name in ("int8-mixed", "int8-classic") else 0.98)
 
 
 @pytest.mark.tensorrt
