@@ -362,7 +362,7 @@ class EngineBuild:
                            help="auto: the route table's pick per TensorRT release (classic calibrator on 8.5, Q/DQ "
                                 "from 10; docs/tensorrt-routes.md)")
         group.add_argument("--workspace", type=int, default=2048, help="builder workspace limit in MiB")
-        group.add_argument("--timing-cache", help="timing cache file reused across builds (default: OUT/timing.cache)")
+        group.add_argument("--timing-cache", help="timing cache file reused across builds (default: OUT/timing-TENSORRT_VERSION.cache)")
         group.add_argument("--opt-level", type=int, help="builder optimisation level 0-5 (TensorRT >= 8.6; default: TensorRT's)")
         group.add_argument("--dla-core", type=int, help="run on this DLA core with GPU fallback (Jetson; default: GPU only)")
 

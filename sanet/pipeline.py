@@ -94,7 +94,8 @@ ARTIFACTS = {spec.kind: spec for spec in (
     ArtifactSpec("engine", "{stem}_{precision}{dla}.plan", "engines.build_engine from the route's ONNX (+ {plan}.json)",
                  "engines.check_engine: sidecar sha256 and system facts; reuse: sidecar key (engines.build_key)",
                  "engines.TrtRunner"),
-    ArtifactSpec("timing-cache", "timing.cache", "TensorRT builder (shared by every build in out_dir)", "TensorRT", "-"),
+    ArtifactSpec("timing-cache", "timing-{tensorrt}.cache", "TensorRT builder (shared by every build in out_dir with "
+                 "this TensorRT: a cache never serves another version)", "TensorRT", "-"),
     ArtifactSpec("calibration-cache", "calibration-cache", "calibration.quantize_qdq activation ranges (folder)",
                  "key file next to each cache", "-"),
     ArtifactSpec("triton-onnx", "{variant}_{height}x{width}", "export.write_triton_model (dynamic batch ONNX)",
@@ -474,7 +475,8 @@ class Pipeline:
         config = dataclasses.replace(
             template, precision=precision,
             calibration_method=calib.method if calib is not None else template.calibration_method,
-            timing_cache=template.timing_cache or os.path.join(self.out_dir, ARTIFACTS["timing-cache"].pattern),
+            timing_cache=template.timing_cache or os.path.join(self.out_dir, ARTIFACTS["timing-cache"].file_name(
+                tensorrt=import_tensorrt().__version__)),
             keep=tuple(calib.keep) if calib is not None and route.calibrator else ())  # Q/DQ: kept groups are in the file
         audit = self._done.get(("fp16-audit", resolution)) if precision == "fp16" else None
         if audit is not None:  # the verdict, not every tensor: sidecars stay small

@@ -492,8 +492,73 @@ def test_stale_or_garbage_engines_are_refused(trt_sim, sim_engines, tmp_path):
     plan.write_bytes(b"garbage that is no plan")
     pathlib.Path(sidecar_path(plan)).write_text(json.dumps(dict(sidecar, engine_sha256=sha256_file(plan))))
     runner = TrtRunner(str(plan))
-    with pytest.raises(SanetError, match="cannot deserialize"):
+    with pytest.raises(SanetError, match="cannot deserialize .*magicTagRead"):  # TensorRT's own words, quoted
         runner.activate()
+    assert runner.engine is None and runner.runtime is None and not runner.active
+
+
+@pytest.mark.tensorrt
+def test_failed_activation_frees_everything_and_can_be_retried(trt_sim, sim_engines, monkeypatch):
+    """TensorRT refuses the output buffer's address (set_tensor_address -> False) after the context and the input
+    buffer exist: nothing stays allocated, the runner is closed, and a later activate() works."""
+    import trtsim
+
+    from sanet.engines import TrtRunner
+
+    accept = trtsim.ContextSim.set_tensor_address
+
+    def refuse_output(context, name, memory):
+        if name != "images":  # TensorRT logs why to the logger its runtime was given, and returns False
+            context.sim.emit("ERROR", "setTensorAddress: address of {} is not 256-byte aligned".format(name), runner.logger)
+            return False
+        return accept(context, name, memory)
+
+    runner = TrtRunner(str(sim_engines["fp32"]))
+    monkeypatch.setattr(trtsim.ContextSim, "set_tensor_address", refuse_output)
+    with pytest.raises(SanetError, match="refused the buffer of tensor logits .*not 256-byte aligned"):
+        runner.activate()
+    assert (runner.context, runner.engine, runner.runtime, runner.memory, runner.buffers) == (None, None, None, None, {})
+    assert not runner.active
+    monkeypatch.setattr(trtsim.ContextSim, "set_tensor_address", accept)
+    with runner:  # retried
+        assert runner.infer(np.zeros((1, 3) + SIM_SIZE, np.float32)).shape == (1, 19) + SIM_SIZE
+
+
+@pytest.mark.tensorrt
+def test_close_waits_for_the_stream_before_freeing(trt_sim, sim_engines, monkeypatch):
+    """close() synchronizes the runner's stream while the buffers are still held, then drops them."""
+    from sanet import engines
+
+    runner = engines.TrtRunner(str(sim_engines["fp32"]))
+    seen = []
+
+    class Recording(engines._HostMemory):
+        def synchronize(self):
+            seen.append(len(runner.buffers))
+
+    monkeypatch.setattr(engines, "device_memory", Recording)
+    runner.activate()
+    runner.stage(np.zeros((1, 3) + SIM_SIZE, np.float32))
+    runner.execute()
+    seen.clear()
+    runner.close()
+    assert seen == [2] and runner.buffers == {}  # one wait, with input and output still allocated
+
+
+@pytest.mark.tensorrt
+def test_build_failure_quotes_tensorrt(trt_sim, small_onnx, tmp_path):
+    """A classic INT8 build whose calibrator yields no batch: the error is TensorRT's own line, not a generic hint."""
+    from sanet.engines import EngineConfig, build_engine
+
+    onnx_path, _, manifest = small_onnx
+    config = EngineConfig("int8", int8_route="classic")
+    if trt_sim.major >= 11:
+        with pytest.raises(SanetError, match="no implicit INT8 calibration"):
+            build_engine(str(onnx_path), str(tmp_path / "x.plan"), config, manifest)
+        return
+    with pytest.raises(SanetError, match="failed to build .*Calibration failure occurred") as error:
+        build_engine(str(onnx_path), str(tmp_path / "x.plan"), config, dict(manifest, crops=[]), report=lambda m: None)
+    assert "workspace" not in str(error.value) and not (tmp_path / "x.plan").exists()
 
 
 @pytest.mark.tensorrt
@@ -690,6 +755,125 @@ def test_parser_lint_refuses_before_building(trt_sim, small_onnx, tmp_path):
     with pytest.raises(SanetError, match="cannot build") as error:  # refused before the parser runs
         build_engine(str(bad), str(tmp_path / "bad.plan"), EngineConfig("fp32"))
     assert str(error.value).splitlines()[1:] == ["  " + str(v) for v in violations]
+
+
+# ---- reuse: an engine on disk is used again only when nothing that changes it changed (issue 24, item 3)
+@pytest.fixture(scope="module")
+def reuse_template(tmp_path_factory, ort):
+    """A seeded random-init SANet and its FP32 ONNX exported once (copied into each test's folder and reused there)."""
+    import torch
+
+    from sanet.model import build_model
+    from sanet.pipeline import Pipeline
+
+    torch.manual_seed(0)
+    model = build_model("sanet", 19, aux_head=False).eval()
+    out = tmp_path_factory.mktemp("reuse_template")
+    Pipeline(model, "test", out_dir=str(out), verify=False).onnx(SIM_SIZE)
+    return model, out
+
+
+# key -> (listing where the choice exists, precision, the setting that changes); builds are cheap in the simulator,
+# so each key is checked once, on the release that has that choice (classic calibration: 8.5; DLA: Xavier's 8.5)
+REUSE_KEYS = {
+    "workspace": ("10.13", "fp32", dict(engine=dict(workspace_mib=128))),
+    "opt_level": ("10.13", "fp32", dict(engine=dict(optimization_level=2))),
+    "dla_core": ("8.6", "fp16", dict(engine=dict(dla_core=1))),
+    "tensorrt": ("10.3", "fp32", {}),
+    "route": ("8.6", "int8", dict(engine=dict(int8_route="qdq"))),
+    "calibration": ("8.6", "int8", dict(calib=dict(count=5))),
+    "method": ("8.6", "int8", dict(calib=dict(method="minmax"))),
+    "keep": ("8.6", "int8", dict(calib=dict(keep=("conv_out32",)))),
+}
+
+
+@pytest.fixture(scope="module")
+def simulations():
+    """{listing prefix: simulation}, made on first use."""
+    import trtsim
+
+    made = {}
+
+    def simulation(prefix):
+        if prefix not in made:
+            found = [path for path in trtsim.api_files() if path.stem.startswith("tensorrt-" + prefix)]
+            if not found:
+                pytest.skip("no TensorRT {} API listing here".format(prefix))
+            made[prefix] = trtsim.simulate(found[0])
+        return made[prefix]
+
+    return simulation
+
+
+@pytest.mark.tensorrt
+@pytest.mark.filterwarnings("ignore:calibrating on only")
+@pytest.mark.parametrize("key", sorted(REUSE_KEYS))
+def test_engine_reuse_is_keyed_on_everything(simulations, reuse_template, synth_small, tmp_path, key):
+    """An engine on disk is reused when nothing changed, and rebuilt (same file) when one thing that changes it did."""
+    import shutil
+
+    import trtsim
+
+    from sanet.engines import EngineConfig, read_sidecar
+    from sanet.pipeline import CalibSettings, Pipeline
+
+    listing, precision, change = REUSE_KEYS[key]
+    simulation = simulations(listing)
+    model, template = reuse_template
+    for onnx_file in template.glob("*.onnx"):
+        shutil.copy(onnx_file, tmp_path)
+
+    def engine(settings, where=simulation):
+        engine_settings = dict(dict(workspace_mib=64, dla_core=0 if key == "dla_core" else None), **settings.get("engine", {}))
+        calib = CalibSettings(str(synth_small), **dict(dict(count=4), **settings.get("calib", {})), quiet=True)
+        pipeline = Pipeline(model, "test", out_dir=str(tmp_path), reuse=True, verify=False, calib_config=calib,
+                            engine_config=EngineConfig(**engine_settings))
+        before = len(build_events(where))
+        with trtsim.installed(where):
+            plan = pipeline.engine(SIM_SIZE, precision)
+        return plan, len(build_events(where)) > before
+
+    plan, built = engine({})
+    assert built and engine({}) == (plan, False)  # nothing changed: reused
+    if key == "tensorrt":  # the same folder on a machine with another TensorRT
+        elsewhere = simulations("10.13")
+        assert engine({}, elsewhere) == (plan, True) and read_sidecar(plan)["system"]["tensorrt"] == elsewhere.version
+        return
+    if key == "dla_core":  # the core is in the file name (another file), and in the key
+        other, built = engine(change)
+        assert other.endswith("_dla1.plan") and built and read_sidecar(other)["key"]["dla_core"] == 1
+        return
+    assert engine(change) == (plan, True), key
+    assert engine(change) == (plan, False)  # the new engine is reused in turn
+    assert read_sidecar(plan)["key"]["route"] == route_for(simulation.version, precision, change.get(
+        "engine", {}).get("int8_route", "auto")).name
+
+
+@pytest.mark.tensorrt
+@pytest.mark.filterwarnings("ignore:calibrating on only")
+def test_int8_settings_are_honoured_or_refused(trt_sim, small_onnx, sources, tmp_path):
+    """--calib-method percentile is no TensorRT calibrator, an --int8-keep typo names no layer, keeping every group
+    quantizes nothing: each refused in one line on the classic route (never turned into something else)."""
+    from sanet.engines import EngineConfig, build_engine
+
+    onnx_path, _, manifest = small_onnx
+    if trt_sim.major >= 11:
+        with pytest.raises(SanetError, match="no implicit INT8 calibration"):
+            build_engine(str(onnx_path), str(tmp_path / "x.plan"), EngineConfig("int8", int8_route="classic"), manifest)
+        return
+    groups = ("conv_out32", "sff2", "sff1", "sce", "resnet.layer4", "resnet.layer3", "resnet.layer2", "resnet.layer1",
+              "resnet.conv1")
+    for settings, message in ((dict(calibration_method="percentile"), "percentile has no TensorRT calibrator"),
+                              (dict(keep=("sff_1",)), "--int8-keep sff_1: no layers of that group"),
+                              (dict(keep=groups), "nothing would run INT8")):
+        with pytest.raises(SanetError, match=message) as error:
+            build_engine(str(onnx_path), str(tmp_path / "x.plan"), EngineConfig("int8", int8_route="classic", **settings),
+                         manifest)
+        assert "\n" not in str(error.value) and not (tmp_path / "x.plan").exists()
+    typed = route_for(trt_sim.version, "int8")
+    if not typed.calibrator:  # Q/DQ: the kept groups are in the file; another list is refused, not ignored
+        with pytest.raises(SanetError, match="keeps \\[\\] in float, not \\[sff1\\]"):
+            build_engine(str(sources[typed.onnx]), str(tmp_path / "x.plan"), EngineConfig("int8", keep=("sff1",)))
 
 
 # ---- the CLI in-process under the simulator

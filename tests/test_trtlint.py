@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sanet.errors import SanetError
 from sanet.export import ExportConfig, export_onnx, trt_check
 from sanet.model import VARIANTS, build_model
+from sanet.numerics import to_fp16
 from sanet.trtlint import RELEASES, RULES, Violation, check, lint, release_for_version
 
 pytestmark = pytest.mark.filterwarnings("ignore:calibrating on only")
@@ -52,6 +53,13 @@ def dequantize(x_type, zero_point=0, opset=21):
         names.append("z")
     node = helper.make_node("DequantizeLinear", names, ["y"], name="dq")
     return graph_model([node], [], [value("y", F, (4,))], inits, opset=opset)
+
+
+def dequantize_scale(scale_type, scale=0.1, opset=19):
+    """int8 constant -> DequantizeLinear with a scale of ``scale_type`` (float16 scales: an FP16 Q/DQ ONNX)."""
+    inits = [const("x", np.zeros((4,), np.int8)), helper.make_tensor("s", scale_type, [], [scale])]
+    node = helper.make_node("DequantizeLinear", ["x", "s"], ["y"], name="dq")
+    return graph_model([node], [], [value("y", scale_type, (4,))], inits, opset=opset)
 
 
 def quantize(out_type, zero_point=0, dequantize_too=True):
@@ -184,6 +192,10 @@ CASES = [
                                                                         "10": OK, "11": OK}),
     ("dq-int4", lambda: dequantize(TensorProto.INT4, opset=17), {"8.5": "DequantizeLinear input must be INT8", "10": OK, "11": OK}),
     ("dq-zero-point", lambda: dequantize(I8, zero_point=3, opset=17), {r: "x_zero_point must be zero" for r in RELEASES}),
+    ("dq-fp16-scale", lambda: dequantize_scale(F16), {"8.5": "scale must be FLOAT, got FLOAT16", "10": OK, "11": OK}),
+    ("dq-fp32-scale", lambda: dequantize_scale(F, opset=17), {r: OK for r in RELEASES}),
+    ("dq-scale-rounded-to-zero", lambda: dequantize_scale(F16, scale=1e-8),
+     {r: "scale coefficients must all be positive" for r in RELEASES}),
     ("q-uint8", lambda: quantize(None, dequantize_too=False), {r: "QuantizeLinear output must be" for r in RELEASES}),
     ("q-int8", lambda: quantize(I8), {"8.5": "opset 19", "10": OK, "11": OK}),
     ("q-fp8", lambda: quantize(TensorProto.FLOAT8E4M3FN, dequantize_too=False),
@@ -298,6 +310,9 @@ def test_every_export_variant_passes_the_rules_of_every_release(variant, tmp_pat
         path = tmp_path / "{}_{}.onnx".format(layout, output)
         export_onnx(model, path, ExportConfig(64, 128, input_layout=layout, output=output))
         assert trt_check(path) == {"8.5": [], "10": [], "11": []}, (layout, output)
+        half = tmp_path / "{}_{}_fp16.onnx".format(layout, output)  # what strongly typed FP16 engines build from
+        onnx.save(to_fp16(path), str(half))
+        assert trt_check(half) == {"8.5": [], "10": [], "11": []}, (layout, output, "fp16")
         graph = onnx.load(str(path)).graph
         if layout == "uint8-nhwc":  # the uint8 input meets a Cast to float and nothing else
             consumers = [node for node in graph.node if "images" in node.input]
@@ -328,3 +343,14 @@ def test_qdq_model_passes_every_release(qdq_model, release):
     dequantized = [initializer_types.get(node.input[0]) for node in graph.node if node.op_type == "DequantizeLinear"]
     assert len(dequantized) > 20 and I32 not in dequantized  # weights quantized, biases left in float
     assert [str(v) for v in lint(qdq_model, release)] == []
+
+
+@pytest.mark.recent_ort
+def test_fp16_qdq_model_passes_10_and_11_only(qdq_model):
+    """The Q/DQ ONNX with FP16 float parts (opset 19, FP16 scales): what TensorRT 10.12+/11 build strongly typed;
+    TensorRT 8.5 parses neither its opset nor its FP16 scales."""
+    half = to_fp16(qdq_model)
+    assert lint(half, "10") == [] and lint(half, "11") == []
+    found = [str(v) for v in lint(half, "8.5")]
+    assert any("opset 19 is outside" in line for line in found)
+    assert any("scale must be FLOAT, got FLOAT16" in line for line in found)
