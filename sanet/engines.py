@@ -305,6 +305,9 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
     if meta.get("sanet.resolution") == "dynamic":
         raise SanetError("{} has dynamic H x W; engines are built per resolution: export with --res H W, "
                          "without --dynamic".format(onnx_path))
+    if meta.get("sanet.batch") == "dynamic":  # TensorRT would need an optimisation profile; sidecars record one shape
+        raise SanetError("{} has a dynamic batch (a Triton ONNX); engines are built for a static batch: build from the "
+                         "static export (sanet-export --batch N)".format(onnx_path))
     if meta.get("sanet.int8_activations") == "uint8":
         raise SanetError("{} has uint8 activations (the ONNX Runtime CPU variant); TensorRT needs symmetric int8: "
                          "re-quantize with --qdq-activations int8".format(onnx_path))

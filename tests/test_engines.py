@@ -670,14 +670,14 @@ def test_calibrator_exception_is_not_swallowed(trt_sim, small_onnx, tmp_path):
 
 
 @pytest.mark.tensorrt
-def test_dla_placement_comes_from_the_built_engine(trt_sim, small_onnx, tmp_path):
+def test_dla_placement_comes_from_the_built_engine(trt_sim, small_onnx, sources, tmp_path):
     from sanet.engines import EngineConfig, TrtRunner, build_engine
 
-    onnx_path, qdq, _ = small_onnx
+    onnx_path = small_onnx[0]
     if trt_sim.dla is None:  # the x86 listings (10.13, 11.4): no DLA core to build for
-        source, precision = (onnx_path, "fp16") if trt_sim.major < 11 else (qdq, "int8")  # 11: no FP16 flag
+        source = sources[route_for(trt_sim.version, "fp16").onnx]  # the file this release builds FP16 from
         with pytest.raises(SanetError, match="no DLA"):
-            build_engine(str(source), str(tmp_path / "d.plan"), EngineConfig(precision, dla_core=0))
+            build_engine(str(source), str(tmp_path / "d.plan"), EngineConfig("fp16", dla_core=0))
         return
     notes = []
     plan = tmp_path / "dla1.plan"

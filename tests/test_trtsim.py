@@ -364,3 +364,110 @@ def test_dla_friendly_export_runs_more_on_xaviers_dla(ort, tmp_path):
     assert len(placed[True]["dla"]) > len(placed[False]["dla"])
     assert not any(name.endswith("sff1/Resize") for name in placed[True]["gpu"])
     assert any(name.endswith("sff1/Resize") for name in placed[False]["gpu"])
+
+
+# ---- device memory through pycuda
+class FakeDriver:
+    """pycuda.driver over host memory (no GPU here): allocations are ctypes buffers whose address the simulator
+    reads and writes, copies are memmoves. Records what the runner asked of it."""
+
+    def __init__(self):
+        import types
+
+        self.calls = []
+        driver = self
+
+        class Stream:
+            handle = 11
+
+            def synchronize(self):
+                driver.calls.append("synchronize")
+
+        class Device:
+            def __init__(self, index):
+                self.index = index
+
+            def name(self):
+                return "host (fake pycuda)"
+
+            def compute_capability(self):
+                return (7, 2)
+
+        self.module = types.SimpleNamespace(Stream=Stream, Device=Device, init=lambda: None,
+                                            mem_alloc=self.mem_alloc, memcpy_htod_async=self.htod,
+                                            memcpy_dtoh_async=self.dtoh)
+
+    def mem_alloc(self, size):
+        import ctypes
+
+        self.calls.append("mem_alloc")
+        buffer = ctypes.create_string_buffer(int(size))
+        allocation = type("DeviceAllocation", (), {"__int__": lambda self: ctypes.addressof(buffer), "buffer": buffer})()
+        return allocation
+
+    def htod(self, dest, src, stream):
+        import ctypes
+
+        self.calls.append("htod")
+        ctypes.memmove(int(dest), src.ctypes.data, src.nbytes)
+
+    def dtoh(self, dest, src, stream):
+        import ctypes
+
+        self.calls.append("dtoh")
+        ctypes.memmove(dest.ctypes.data, int(src), dest.nbytes)
+
+
+@pytest.mark.tensorrt
+def test_pycuda_buffers_feed_the_engine(exported, monkeypatch, tmp_path):
+    """A machine whose torch has no CUDA runs engines through pycuda: buffers from mem_alloc in the device's
+    primary context (pycuda.autoprimaryctx, never pycuda.autoinit's second context), copies on the runner's stream,
+    and the engine (here the simulator) reads its input from and writes its output to those buffers."""
+    import sys
+    import types
+
+    from sanet.engines import EngineConfig, TrtRunner, build_engine
+    from sanet.runners import TorchRunner
+
+    fake = FakeDriver()
+    package = types.ModuleType("pycuda")
+    package.__path__ = []
+    for name, module in (("pycuda", package), ("pycuda.driver", fake.module),
+                         ("pycuda.autoprimaryctx", types.ModuleType("pycuda.autoprimaryctx"))):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delitem(sys.modules, "pycuda.autoinit", raising=False)
+    model, paths = exported
+    sim = trtsim.simulate(listing("tensorrt-8.6.1.txt"), "xavier")
+    plan = tmp_path / "fp32.plan"
+    with trtsim.installed(sim):
+        monkeypatch.setenv("SANET_DEVICE_MEMORY", "pycuda")
+        build_engine(str(paths[(128, 256)]), str(plan), EngineConfig("fp32"), report=lambda m: None)
+        image = np.random.default_rng(0).integers(0, 256, (1, 128, 256, 3), dtype=np.uint8)
+        with TrtRunner(str(plan)) as runner, TorchRunner(model) as reference:
+            classes, logits = runner.predict(image)
+            expected, expected_logits = reference.predict(image)
+    assert "pycuda.autoinit" not in sys.modules
+    assert fake.calls.count("mem_alloc") == 2 and "htod" in fake.calls and "dtoh" in fake.calls
+    assert sim.events[-1] == ("execute", {"stream": 11, "dla_core": None})  # the runner's stream
+    assert np.abs(logits - expected_logits).max() < 1e-3 and (classes == expected).mean() > 0.999
+
+
+@pytest.mark.tensorrt
+def test_engines_refuse_a_dynamic_batch_before_tensorrt(ort, tmp_path):
+    """The Triton ONNX has a dynamic batch: TensorRT refuses it without an optimisation profile (the simulator too,
+    test above); the builder says which file to build from instead of quoting TensorRT."""
+    import torch
+
+    from sanet.engines import EngineConfig, build_engine
+    from sanet.errors import SanetError
+    from sanet.export import ExportConfig, export_onnx
+    from sanet.model import build_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "triton.onnx"
+    export_onnx(build_model("sanet", 11, aux_head=False).eval(), path, ExportConfig(64, 128, dynamic_batch=True),
+                source_sha256="test", verify=False)
+    sim = trtsim.simulate(listing("tensorrt-8.6.1.txt"))
+    with trtsim.installed(sim), pytest.raises(SanetError, match="dynamic batch .* --batch N"):
+        build_engine(str(path), str(tmp_path / "x.plan"), EngineConfig("fp32"))
+    assert not [kind for kind, _ in sim.events if kind == "build"] and not (tmp_path / "x.plan").exists()
