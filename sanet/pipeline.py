@@ -418,8 +418,8 @@ class Pipeline:
         from .runners import OrtRunner, TorchRunner
 
         if kind == "qdq-fp16":
-            calib = self._calib()
-            if calib.parity_dataset is None:
+            calib = self.calib_config if self.quant_ranges is not None else self._calib()  # QAT: no crops needed
+            if calib is None or calib.parity_dataset is None:
                 return "no parity data"
             with TorchRunner(self.model) as reference, EmulatedRunner(path, "int8") as candidate:
                 result = compare(reference, candidate, calib.parity_dataset, limit=calib.parity_limit, progress=False)
