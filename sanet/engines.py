@@ -677,7 +677,7 @@ class TrtRunner(DeviceRunner):
         # --useCudaGraph then launches normally (samples/common/sampleInference.cpp); so does this runner, and says so.
         self.cuda_graph = cuda_graph and dla_core is None
         extra = {"path": self.path, "gpu": self.sidecar["system"]["gpu"], "tensorrt": self.sidecar["system"]["tensorrt"],
-                 "cuda_graph": self.cuda_graph}
+                 "cuda_graph": self.cuda_graph, "route": self.sidecar["route"]["name"], "groups": self.sidecar["groups"]}
         if cuda_graph and dla_core is not None:
             extra["cuda_graph_note"] = "not captured: DLA engines run without CUDA graphs (NVIDIA/TensorRT#3524)"
         self.info = RunnerInfo.from_metadata(

@@ -28,6 +28,7 @@ Interface::
     pipeline.fp16_onnx((H, W))            -> path of the FP16 ONNX (strongly typed FP16 engines build from it)
     pipeline.qdq_fp16((H, W))             -> path of the Q/DQ ONNX with FP16 float parts (strongly typed INT8)
     pipeline.route("int8")                -> sanet.routes.Route this machine's TensorRT takes for that precision
+    pipeline.onnx_for(route.onnx, (H, W)) -> the ONNX artifact a route builds from (onnx | onnx-fp16 | qdq | qdq-fp16)
     pipeline.engine((H, W), "fp16")       -> path of the plan (+ .json sidecar), built from the route's ONNX
     pipeline.fp16_audit((H, W), images)   -> sanet.numerics FP16 range audit of the ONNX (images: None = audit_images)
     pipeline.runner(kind, (H, W), ...)    -> an un-activated Runner: kind "onnx" | "qdq" | "engine"
@@ -287,7 +288,9 @@ class Pipeline:
 
         calib = self._calib()
         calib_at = self.calib_resolution(resolution)
-        source, manifest = self.onnx(resolution), self.manifest(calib_at)
+        source = self.onnx(resolution)
+        _refuse_all_float(source, calib.keep)
+        manifest = self.manifest(calib_at)
         path = self.path("qdq" if activations == "int8" else "qdq-uint8", resolution)
         config = QuantizeConfig(calib.method or "minmax", activations, keep=tuple(calib.keep),
                                 ranges_from=self.onnx(calib_at) if calib_at != resolution else None)
@@ -454,11 +457,11 @@ class Pipeline:
         option = self.engine_config.int8_route if self.engine_config is not None else "auto"
         return route_for(import_tensorrt().__version__, precision, option)
 
-    def route_source(self, resolution, route):
-        """The ONNX artifact ``route`` builds from (made on demand)."""
+    def onnx_for(self, kind, resolution):
+        """The ONNX artifact of ``kind`` (a route's ``onnx``: onnx, onnx-fp16, qdq, qdq-fp16), made on demand."""
         builders = {"onnx": self.onnx, "onnx-fp16": self.fp16_onnx, "qdq": lambda size: self.qdq(size, "int8"),
                     "qdq-fp16": self.qdq_fp16}
-        return builders[route.onnx](tuple(resolution))
+        return builders[kind](tuple(resolution))
 
     def engine(self, resolution, precision):
         return self._once(("engine", tuple(resolution), precision), lambda: self._build_engine(tuple(resolution), precision))
@@ -468,7 +471,7 @@ class Pipeline:
         from .fileio import sha256_file
 
         route = self.route(precision)
-        source = self.route_source(resolution, route)
+        source = self.onnx_for(route.onnx, resolution)
         manifest = self.manifest(resolution) if route.calibrator else None
         template = self.engine_config or EngineConfig()
         calib = self.calib_config
@@ -603,7 +606,7 @@ def export_all(pipeline: Pipeline, sizes, request: ExportRequest):
             lint.append(qdq_path)
         for kind, label in (("onnx-fp16", "fp16 onnx"), ("qdq-fp16", "int8 q/dq onnx, fp16 float parts")):
             if kind in needs:
-                half = pipeline.route_source(resolution, _Needs(kind))
+                half = pipeline.onnx_for(kind, resolution)
                 rows.append([half, _size_mib(half), label, pipeline.notes[half]])
                 lint.append(half)
         audit = pipeline._done.get(("fp16-audit", resolution))
@@ -624,13 +627,6 @@ def export_all(pipeline: Pipeline, sizes, request: ExportRequest):
     missing = [] if has_trt or not request.precisions else [
         "/".join(request.precisions) + (" engines" if len(request.precisions) > 1 else " engine")]
     return rows, missing, violations
-
-
-@dataclass(frozen=True)
-class _Needs:
-    """Stands for a route where only the ONNX kind it builds from matters (Pipeline.route_source)."""
-
-    onnx: str
 
 
 def trt_lint(paths, releases):

@@ -120,12 +120,16 @@ def check_source(route, onnx_path, meta, trt_version):
     have = onnx_kind(meta)
     if have == route.onnx:
         return
-    hints = {"onnx": "the FP32 export (sanet-export writes {stem}.onnx)",
-             "onnx-fp16": "the FP16 ONNX (sanet-export --fp16 writes {stem}_fp16.onnx)",
-             "qdq": "the Q/DQ INT8 ONNX (sanet-export --qdq writes {stem}_int8_qdq.onnx)",
-             "qdq-fp16": "the FP16 Q/DQ ONNX (sanet-export --int8 writes {stem}_int8_qdq_fp16.onnx)"}
-    raise SanetError("TensorRT {} builds {} engines by route {} from {}, but {} is {}".format(
-        trt_version, route.precision, route.name, hints[route.onnx], onnx_path, hints[have].split(" (")[0][4:]))
+    raise SanetError("TensorRT {} builds {} engines by route {} from {} ({}), but {} is {}".format(
+        trt_version, route.precision, route.name, ONNX_NAMES[route.onnx], ONNX_WRITERS[route.onnx], onnx_path,
+        ONNX_NAMES[have]))
+
+
+ONNX_NAMES = {"onnx": "the FP32 export", "onnx-fp16": "the FP16 ONNX", "qdq": "the Q/DQ INT8 ONNX",
+              "qdq-fp16": "the FP16 Q/DQ ONNX"}
+ONNX_WRITERS = {"onnx": "sanet-export writes {stem}.onnx", "onnx-fp16": "sanet-export --fp16 writes {stem}_fp16.onnx",
+                "qdq": "sanet-export --qdq writes {stem}_int8_qdq.onnx",
+                "qdq-fp16": "sanet-export --int8 writes {stem}_int8_qdq_fp16.onnx"}
 
 
 def table(versions=("8.5.2", "10.3", "10.13", "11.4")):

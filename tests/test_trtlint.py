@@ -62,6 +62,12 @@ def dequantize_scale(scale_type, scale=0.1, opset=19):
     return graph_model([node], [], [value("y", scale_type, (4,))], inits, opset=opset)
 
 
+def constant_of_shape(elem_type):
+    """A 2x2 tensor of ``elem_type`` zeros from ConstantOfShape (8.5's importer fills FP32 only)."""
+    node = helper.make_node("ConstantOfShape", ["shape"], ["y"], name="fill", value=helper.make_tensor("v", elem_type, [1], [0]))
+    return graph_model([node], [], [value("y", elem_type, (2, 2))], [const("shape", np.array([2, 2], np.int64))])
+
+
 def quantize(out_type, zero_point=0, dequantize_too=True):
     """x -> QuantizeLinear (output type from the zero point; UINT8 without one) [-> DequantizeLinear] -> y."""
     inits = [const("s", np.float32(0.1))]
@@ -194,6 +200,8 @@ CASES = [
     ("dq-zero-point", lambda: dequantize(I8, zero_point=3, opset=17), {r: "x_zero_point must be zero" for r in RELEASES}),
     ("dq-fp16-scale", lambda: dequantize_scale(F16), {"8.5": "scale must be FLOAT, got FLOAT16", "10": OK, "11": OK}),
     ("dq-fp32-scale", lambda: dequantize_scale(F, opset=17), {r: OK for r in RELEASES}),
+    ("constantofshape-fp16", lambda: constant_of_shape(F16), {"8.5": "ConstantOfShape on FLOAT16 is unsupported", "10": OK,
+                                                              "11": OK}),
     ("dq-scale-rounded-to-zero", lambda: dequantize_scale(F16, scale=1e-8),
      {r: "scale coefficients must all be positive" for r in RELEASES}),
     ("q-uint8", lambda: quantize(None, dequantize_too=False), {r: "QuantizeLinear output must be" for r in RELEASES}),
