@@ -423,6 +423,61 @@ def fp16_range_audit(onnx_path, images, limit=None, warn_fraction=WARN_FRACTION,
     return dict(audit_summary(tensors, peaks, count, warn_fraction, lows), digest=digest.hexdigest())
 
 
+class _ImageFiles:
+    """Re-iterable uint8 RGB images read one at a time (each resolution's audit walks them again)."""
+
+    def __init__(self, root, names):
+        self.root, self.names = root, names
+        self.description = "calibration image(s) of {}".format(root)
+
+    def __iter__(self):
+        from .data import read_image
+
+        return (read_image(os.path.join(self.root, name)) for name in self.names)
+
+
+class _GeneratedFrames:
+    """Street scenes drawn by sanet.synth, for an FP16 range audit when no image was given: street-like statistics,
+    not real ones (give --calib or --parity-data for those)."""
+
+    description = "generated street scene(s) (sanet.synth; give --calib for real images)"
+
+    def __init__(self, count=4, size=(256, 512)):
+        self.count, self.size = count, size
+
+    def __iter__(self):
+        from .synth import draw_scene, frame_rng
+
+        return (draw_scene(self.size[0], self.size[1], frame_rng(0, "val", index))[0] for index in range(self.count))
+
+
+class _Dataset:
+    """A labelled dataset as audit images (its load(i) gives the image first)."""
+
+    def __init__(self, dataset):
+        self.dataset, self.description = dataset, "parity image(s)"
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def load(self, index):
+        return self.dataset.load(index)
+
+
+def audit_images(calib, limit=16):
+    """Images for the FP16 range audit from a pipeline.CalibSettings (or None): its parity dataset, else its
+    calibration images, else generated street scenes (the FP16 ONNX needs an audit even when no image was given).
+    Each source has a ``description`` for the export table."""
+    if calib is not None and calib.parity_dataset is not None:
+        return _Dataset(calib.parity_dataset)
+    if calib is not None:
+        from .calibration import find_calibration_images
+
+        return _ImageFiles(calib.root, find_calibration_images(calib.root)[:limit])
+    return _GeneratedFrames()
+
+
+
 def images_digest(images, limit=None):
     """sha256 of the images an audit of ``images`` (same ``limit``) would read: what its verdict depends on."""
     digest = hashlib.sha256()

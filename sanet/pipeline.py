@@ -62,6 +62,7 @@ import numpy as np
 from .errors import SanetError
 from .export import ExportConfig
 from .fileio import atomic_path
+from .numerics import audit_images
 
 
 @dataclass(frozen=True)
@@ -636,59 +637,6 @@ def trt_lint(paths, releases):
     from .export import trt_check
 
     return {path: trt_check(path, tuple(releases)) for path in paths}
-
-
-class _ImageFiles:
-    """Re-iterable uint8 RGB images read one at a time (each resolution's audit walks them again)."""
-
-    def __init__(self, root, names):
-        self.root, self.names = root, names
-        self.description = "calibration image(s) of {}".format(root)
-
-    def __iter__(self):
-        from .data import read_image
-
-        return (read_image(os.path.join(self.root, name)) for name in self.names)
-
-
-class _GeneratedFrames:
-    """Street scenes drawn by sanet.synth, for an FP16 range audit when no image was given: street-like statistics,
-    not real ones (give --calib or --parity-data for those)."""
-
-    description = "generated street scene(s) (sanet.synth; give --calib for real images)"
-
-    def __init__(self, count=4, size=(256, 512)):
-        self.count, self.size = count, size
-
-    def __iter__(self):
-        from .synth import draw_scene, frame_rng
-
-        return (draw_scene(self.size[0], self.size[1], frame_rng(0, "val", index))[0] for index in range(self.count))
-
-
-class _Dataset:
-    """A labelled dataset as audit images (its load(i) gives the image first)."""
-
-    def __init__(self, dataset):
-        self.dataset, self.description = dataset, "parity image(s)"
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def load(self, index):
-        return self.dataset.load(index)
-
-
-def audit_images(calib: Optional[CalibSettings], limit=16):
-    """Images for the FP16 range audit: the parity dataset, else the calibration images, else generated street
-    scenes (the FP16 ONNX needs an audit even when no image was given)."""
-    if calib is not None and calib.parity_dataset is not None:
-        return _Dataset(calib.parity_dataset)
-    if calib is not None:
-        from .calibration import find_calibration_images
-
-        return _ImageFiles(calib.root, find_calibration_images(calib.root)[:limit])
-    return _GeneratedFrames()
 
 
 def _resized(images, resolution):

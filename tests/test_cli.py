@@ -340,7 +340,9 @@ def test_export_lints_for_tensorrt_and_audits_fp16_ranges(files, tmp_path, capsy
     assert "fp16 range audit" in stdout and "PASS over" in stdout
     assert "TRT 8.5: 1 violation(s); TRT 10: ok" in stdout
     assert re.search(r"^trt-check 8\.5 sanet_tiny_64x128_b1\.onnx: .*opset 18", stdout, re.M)
-    assert sorted(p.name for p in out.iterdir()) == ["sanet_tiny_64x128_b1.onnx"]
+    # without TensorRT --fp16 also writes the FP16 ONNX that strongly typed TensorRT (10.12+, 11) builds from
+    assert sorted(p.name for p in out.iterdir()) == ["sanet_tiny_64x128_b1.onnx", "sanet_tiny_64x128_b1_fp16.onnx"]
+    assert re.search(r"^trt-check 8\.5 sanet_tiny_64x128_b1_fp16\.onnx: .*opset 18", stdout, re.M)
 
 
 @pytest.mark.tensorrt

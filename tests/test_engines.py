@@ -546,12 +546,12 @@ def test_failed_activation_frees_everything_and_can_be_retried(trt_sim, sim_engi
 @pytest.mark.tensorrt
 def test_close_waits_for_the_stream_before_freeing(trt_sim, sim_engines, monkeypatch):
     """close() synchronizes the runner's stream while the buffers are still held, then drops them."""
-    from sanet import engines
+    from sanet import engines, trtmemory
 
     runner = engines.TrtRunner(str(sim_engines["fp32"]))
     seen = []
 
-    class Recording(engines._HostMemory):
+    class Recording(trtmemory.HostMemory):
         def synchronize(self):
             seen.append(len(runner.buffers))
 
@@ -722,7 +722,7 @@ def test_pycuda_fallback_uses_the_primary_context(monkeypatch):
     """pycuda.autoinit makes a new context; TensorRT lives in the primary one (pycuda.autoprimaryctx)."""
     import types
 
-    from sanet import engines
+    from sanet import trtmemory
 
     class Stream:
         handle = 7
@@ -738,18 +738,18 @@ def test_pycuda_fallback_uses_the_primary_context(monkeypatch):
         module = types.ModuleType(name)
         monkeypatch.setitem(sys.modules, name, module)
         monkeypatch.setattr(package, name.split(".")[1], module, raising=False)
-    monkeypatch.setattr(engines, "require", lambda name, hint: imported.append(name) or sys.modules[name])
+    monkeypatch.setattr(trtmemory, "require", lambda name, hint: imported.append(name) or sys.modules[name])
     monkeypatch.setenv("SANET_DEVICE_MEMORY", "pycuda")
-    memory = engines.device_memory()
+    memory = trtmemory.device_memory()
     assert memory.handle == 7 and "pycuda.autoprimaryctx" in imported and "pycuda.autoinit" not in imported
 
 
 def test_device_memory_choice_is_explicit(monkeypatch):
-    from sanet.engines import _HostMemory, device_memory
+    from sanet.trtmemory import HostMemory, device_memory
 
     monkeypatch.setenv("SANET_DEVICE_MEMORY", "host")
     memory = device_memory()
-    assert isinstance(memory, _HostMemory)
+    assert isinstance(memory, HostMemory)
     buffer = memory.empty((2, 3), np.float32)
     memory.upload(buffer, np.arange(6, dtype=np.float32).reshape(2, 3))
     assert memory.pointer(buffer) == buffer.ctypes.data and memory.download(buffer)[1, 2] == 5
