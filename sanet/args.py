@@ -119,6 +119,27 @@ class ModelSource:
 
 
 @dataclass
+class SaveFp16:
+    """``--save-fp16 OUT``: write a checkpoint the way sanet/weights ships it (fp16 safetensors, no auxiliary head)."""
+
+    def add(self, parser):
+        parser.add_argument("--save-fp16", metavar="OUT", help="also write the checkpoint for deployment: fp16 "
+                            "safetensors with its config, without the training-only auxiliary head (how sanet/weights is made)")
+
+    def check(self, args):
+        if args.save_fp16 and not args.save_fp16.endswith(".safetensors"):
+            raise SanetError("--save-fp16 writes safetensors: name the file *.safetensors")
+
+    def build(self, args, model):
+        """Write the file when asked; returns whether it did."""
+        if args.save_fp16:
+            from .checkpoints import inference_copy, save_checkpoint
+
+            save_checkpoint(args.save_fp16, inference_copy(model), half=True)
+        return bool(args.save_fp16)
+
+
+@dataclass
 class RunnerSource:
     """Which network runs: the checkpoint in PyTorch, or ``--onnx`` (ONNX Runtime), or ``--engine`` (TensorRT).
 

@@ -59,37 +59,30 @@ def _numeric(text):  # right-align plain numbers such as 12.5, -3, 99.9 % or 2.0
     return text.rstrip("%x ").lstrip("+-").replace(".", "", 1).isdigit()
 
 
-INFO_MODEL = groups.ModelSource(positional=True, random_init="default")
+INFO_MODEL, SAVE_FP16 = groups.ModelSource(positional=True, random_init="default"), groups.SaveFp16()
 
 
 def info_parser():
-    parser = groups.parser("sanet-info", info_main.__doc__, [
-        "sanet-info", "sanet-info runs/synth/best.safetensors", "sanet-info --variant sanet-tiny --classes 11",
-        "sanet-info runs/camvid-cpu/best.safetensors --save-fp16 sanet_camvid.safetensors"], INFO_MODEL)
-    parser.add_argument("--save-fp16", metavar="OUT", help="also write the checkpoint for deployment: fp16 safetensors "
-                        "with its config, without the training-only auxiliary head (how sanet/weights is made)")
-    return parser
+    return groups.parser("sanet-info", info_main.__doc__, [
+        "sanet-info", "sanet-info --variant sanet-tiny --classes 11",
+        "sanet-info runs/camvid-cpu/best.safetensors --save-fp16 sanet_camvid.safetensors"], INFO_MODEL, SAVE_FP16)
 
 
 def info_main(argv):
     """sanet-info: variant, parameters and GFLOPs at the three benchmark resolutions."""
     from .constants import BENCH_RESOLUTIONS
+    from .fileio import sha256_file
     from .model import count_gflops, count_parameters
 
     args = info_parser().parse_args(argv)
+    SAVE_FP16.check(args)
     model, _ = INFO_MODEL.build(args)
     print("model: {} | classes: {} | source: {}".format(model.config.variant, model.config.num_classes,
                                                         args.checkpoint or "random init"))
     params = count_parameters(model)
     print_table(["input", "params (M)", "GFLOPs"], [["{}x{}".format(h, w), "{:.2f}".format(params / 1e6),
                                                      "{:.1f}".format(count_gflops(model, h, w))] for h, w in BENCH_RESOLUTIONS])
-    if args.save_fp16:
-        from .checkpoints import inference_copy, save_checkpoint
-        from .fileio import sha256_file
-
-        if not args.save_fp16.endswith(".safetensors"):
-            raise SanetError("--save-fp16 writes safetensors: name the file *.safetensors")
-        save_checkpoint(args.save_fp16, inference_copy(model), half=True)
+    if SAVE_FP16.build(args, model):
         print("wrote {} (fp16, no auxiliary head) sha256 {}".format(args.save_fp16, sha256_file(args.save_fp16)))
 
 
@@ -239,7 +232,6 @@ PARITY = groups.ParityOptions()
 
 def parity_parser():
     return groups.parser("sanet-parity", parity_main.__doc__, [
-        "sanet-parity best.safetensors --onnx exports/sanet_1024x2048_b1.onnx --data data/cityscapes",
         "sanet-parity best.safetensors --engine exports/sanet_1024x2048_b1_int8.plan --data data/cityscapes",
         "sanet-parity best.safetensors --onnx exports/sanet_512x1024_b1.onnx --emulate fp16 --data data/synth",
         "sanet-parity best.safetensors --onnx exports/sanet_360x480_b1.onnx --emulate int8-classic --calib "

@@ -95,7 +95,7 @@ BAD_INPUTS = [
     ("eval {ckpt} --data {data} --scales 0", 1, "--scales must be positive"),
     ("eval {ckpt} --data {data} --size 100 100", 1, "multiples of 8"),
     ("eval {ckpt} --data {data} --dataset camvid --submit {out}", 1, "--submit writes Cityscapes"),
-    ("eval --data {data} --precision fp16", 1, "fp16"),
+    ("eval {ckpt} --data {data} --precision fp16", 1, "fp16"),
     ("eval {ckpt} --onnx {base}/garbage.onnx --data {data}", 1, "not both"),
     ("eval --onnx {base}/missing.onnx --data {data}", 1, "ONNX file not found"),
     ("eval --onnx {base}/empty.onnx --data {data}", 1, "is empty"),
