@@ -119,6 +119,7 @@ def synth_manifest(synth_small):
     return plan_crops(str(synth_small), CropConfig(128, 256, count=24))
 
 
+@pytest.mark.recent_ort  # quantize_qdq hands ranges to quantize_static(calibration_cache_path=...): not in ORT 1.16
 @pytest.mark.parametrize("activations", ["int8", "uint8"])
 def test_qdq_int8_holds_the_int8_budget_on_synthetic_val(exported, synth_small, synth_manifest, tmp_path, activations):
     model, paths = exported
@@ -146,6 +147,7 @@ def test_qdq_int8_holds_the_int8_budget_on_synthetic_val(exported, synth_small, 
     assert abs(result.delta_miou) <= 0.01 and result.pixel_agreement < 1.0  # really quantized, still within 1 pt
 
 
+@pytest.mark.recent_ort  # quantize_qdq hands ranges to quantize_static(calibration_cache_path=...): not in ORT 1.16
 def test_qdq_calibrated_on_real_cityscapes_crops(exported, synth_small, real_data, tmp_path):
     model, paths = exported
     manifest = plan_crops(str(real_data / "cityscapes"), CropConfig(128, 256, count=16))
@@ -156,6 +158,7 @@ def test_qdq_calibrated_on_real_cityscapes_crops(exported, synth_small, real_dat
     assert result.passed, result.failures
 
 
+@pytest.mark.recent_ort  # quantize_qdq hands ranges to quantize_static(calibration_cache_path=...): not in ORT 1.16
 def test_ort_range_cache_reused_until_the_crops_change(exported, synth_small, synth_manifest, tmp_path):
     _, paths = exported
     source = paths[(128, 256)]
@@ -170,6 +173,7 @@ def test_ort_range_cache_reused_until_the_crops_change(exported, synth_small, sy
     assert len([p for p in os.listdir(tmp_path / "cache") if p.endswith(".key.json")]) == 2
 
 
+@pytest.mark.recent_ort  # quantize_qdq hands ranges to quantize_static(calibration_cache_path=...): not in ORT 1.16
 def test_ranges_from_a_smaller_export_quantize_a_larger_one(exported, synth_small, synth_manifest, tmp_path):
     from sanet.export import ExportConfig, export_onnx
     from sanet.model import build_model
@@ -202,6 +206,7 @@ def test_ranges_from_a_smaller_export_quantize_a_larger_one(exported, synth_smal
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.recent_ort  # quantize_qdq hands ranges to quantize_static(calibration_cache_path=...): not in ORT 1.16
 def test_bad_quantization_requests(exported, synth_small, synth_manifest, tmp_path):
     _, paths = exported
     with pytest.raises(SanetError, match="no layers named"):
@@ -220,6 +225,7 @@ def float_convs(path):
     return {node.name for node in graph.node if node.op_type == "Conv" and node.input[1] in initializers}
 
 
+@pytest.mark.recent_ort  # quantize_qdq hands ranges to quantize_static(calibration_cache_path=...): not in ORT 1.16
 def test_auto_fallback_moves_groups_in_order_until_parity_holds(exported, synth_small, synth_manifest, tmp_path):
     model, paths = exported
     val = open_dataset(str(synth_small), "cityscapes", "val")
@@ -253,6 +259,7 @@ def test_image_discovery_walks_folders_but_skips_label_folders(tmp_path):
     assert find_calibration_images(tmp_path) == [os.path.join("seq1", "x.png"), os.path.join("seq2", "deeper", "x.png")]
 
 
+@pytest.mark.recent_ort  # quantize_qdq hands ranges to quantize_static(calibration_cache_path=...): not in ORT 1.16
 def test_streamed_ranges_match_onnx_runtimes_calibrator(synth_small, tmp_path, ort):
     """Several graph segments, one crop at a time: the same ranges ONNX Runtime's MinMax calibrator finds
     holding everything, and the same histograms as its entropy calibrator fed crop by crop."""
@@ -296,6 +303,7 @@ class _OneBatch:
         return None if batch is None else {"images": batch}
 
 
+@pytest.mark.recent_ort  # quantize_qdq hands ranges to quantize_static(calibration_cache_path=...): not in ORT 1.16
 def test_export_calibrates_once_with_calib_res(synth_small, tmp_path, sanet_cli):
     def export(*argv):
         return sanet_cli("export", "--random-init", "--res", "64", "128", "--res", "96", "192", "--qdq", "--calib",

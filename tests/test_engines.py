@@ -178,6 +178,7 @@ def test_platform_checks():
         EngineConfig("int4")
 
 
+@pytest.mark.recent_ort  # quantize_qdq hands ranges to quantize_static(calibration_cache_path=...): not in ORT 1.16
 @pytest.mark.filterwarnings("ignore:calibrating on only")
 def test_build_refuses_onnx_runtime_only_int8_before_touching_tensorrt(onnx_128, synth_small, tmp_path):
     from sanet.calibration import CropConfig, QuantizeConfig, plan_crops, quantize_qdq
@@ -194,6 +195,7 @@ def export_cli(*argv):
     return subprocess.run([sys.executable, "-m", "sanet.cli", "export", *argv], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.recent_ort  # quantize_qdq hands ranges to quantize_static(calibration_cache_path=...): not in ORT 1.16
 def test_export_cli_without_tensorrt_keeps_the_onnx_and_says_why(synth_small, tmp_path):
     """No TensorRT (subprocess, no simulator): the ONNX and Q/DQ files are complete and the CLI says why no plan.
     Untrained weights and no parity data: INT8 parity of a model is the calibration tests' business."""
