@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Tuple
 
-from .constants import INPUT_LAYOUTS, PRECISIONS
+from .constants import CLASSIC_CALIBRATOR, INPUT_LAYOUTS, PRECISIONS
 from .errors import SanetError
 
 VARIANTS = ("sanet", "sanet-tiny")
@@ -300,7 +300,7 @@ class Calibration:
         group.add_argument("--calib-mode", choices=("random", "grid"), default="random", help="where crops are cut")
         group.add_argument("--calib-seed", type=int, default=0, help="seed of the crop positions")
         group.add_argument("--calib-method", choices=("entropy", "minmax", "percentile"),
-                           help="default: entropy for TensorRT calibrators, minmax for Q/DQ")
+                           help="default: minmax (TensorRT's calibrator on the classic route and the Q/DQ quantizer)")
         group.add_argument("--calib-res", nargs=2, metavar=("H", "W"),
                            help="Q/DQ: calibrate once on crops at this resolution and reuse its activation ranges for "
                                 "every --res (default: each resolution on its own crops)")
@@ -530,8 +530,9 @@ class ParityOptions:
         group = parser.add_argument_group("--emulate int8-classic (writes ONNX_int8_classic_METHOD.onnx next to --onnx)")
         group.add_argument("--calib", help="calibration images: a Cityscapes root (uses leftImg8bit/train) or an image folder")
         group.add_argument("--calib-count", type=int, default=64, help="number of calibration crops")
-        group.add_argument("--calib-method", choices=("entropy", "minmax"), default="entropy",
-                           help="TensorRT's calibrator: entropy (IInt8EntropyCalibrator2, the engine builder's) or minmax")
+        group.add_argument("--calib-method", choices=("entropy", "minmax"), default=CLASSIC_CALIBRATOR,
+                           help="TensorRT's calibrator emulated: minmax (IInt8MinMaxCalibrator, sanet-export's default) or "
+                                "entropy (IInt8EntropyCalibrator2)")
         group.add_argument("--int8-keep", nargs="+", default=[], metavar="GROUP",
                            help="layer groups left in float, as sanet-export --int8 --int8-keep pins them (default: none)")
 

@@ -19,6 +19,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import __version__
+from .constants import CLASSIC_CALIBRATOR
 from .errors import SanetError, require
 from .fileio import sha256_file, write_bytes_atomic, write_json_atomic
 from .routes import INT8_ROUTES, Route, check_source, route_for
@@ -42,7 +43,7 @@ class EngineConfig:
     optimization_level: Optional[int] = None  # builder optimisation level 0-5 (TensorRT >= 8.6)
     dla_core: Optional[int] = None  # Xavier: 0 or 1; layers DLA cannot run fall back to the GPU
     int8_route: str = "auto"  # auto | classic | qdq: sanet.routes.route_for decides what each means per release
-    calibration_method: Optional[str] = None  # classic route: entropy (default) or minmax; percentile is refused there
+    calibration_method: Optional[str] = None  # classic route: minmax (constants.CLASSIC_CALIBRATOR) or entropy; percentile refused
     keep: Tuple[str, ...] = ()  # classic INT8: layer groups pinned to FP16
     extra: dict = field(default_factory=dict)
 
@@ -202,7 +203,7 @@ def build_key(route: Route, config: EngineConfig, onnx_sha256, calibration_sha25
     """Everything that changes what an engine computes or how it was tuned: an engine on disk is reused only when
     its sidecar's key equals the key of the build that would replace it."""
     return {"route": route.name, "onnx_sha256": onnx_sha256, "calibration_sha256": calibration_sha256,
-            "calibration_method": (config.calibration_method or "entropy") if route.calibrator else None,
+            "calibration_method": (config.calibration_method or CLASSIC_CALIBRATOR) if route.calibrator else None,
             "keep": sorted(config.keep) if route.precision == "int8" else [],
             "workspace_mib": config.workspace_mib, "optimization_level": config.optimization_level,
             "dla_core": config.dla_core, "tensorrt": tensorrt}
@@ -232,7 +233,7 @@ def check_int8_settings(route: Route, config: EngineConfig, onnx_path, meta):
 
     if route.precision != "int8":
         return
-    if route.calibrator and (config.calibration_method or "entropy") not in CALIBRATORS:
+    if route.calibrator and (config.calibration_method or CLASSIC_CALIBRATOR) not in CALIBRATORS:
         raise SanetError("--calib-method {} has no TensorRT calibrator (they are entropy and minmax): use one of those, "
                          "or --int8-route qdq, whose Q/DQ quantizer has it".format(config.calibration_method))
     if not route.calibrator:
@@ -325,7 +326,7 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
         build.set_flag(getattr(trt.BuilderFlag, flag))
     calibrator = None
     if route.calibrator:
-        method = config.calibration_method or "entropy"
+        method = config.calibration_method or CLASSIC_CALIBRATOR
         key = {"manifest": manifest["sha256"], "onnx": sha256_file(onnx_path), "method": method, "tensorrt": trt.__version__}
         cache_file = CalibrationCache(os.path.splitext(out_path)[0] + ".calib.cache", key)
         calibrator = make_calibrator(trt, method, manifest, meta, cache_file)

@@ -124,7 +124,7 @@ class CalibSettings:
     count: int = 500
     mode: str = "random"
     seed: int = 0
-    method: Optional[str] = None  # None: minmax for Q/DQ, entropy for TensorRT calibrators
+    method: Optional[str] = None  # None: minmax (the Q/DQ quantizer's and, constants.CLASSIC_CALIBRATOR, TensorRT's)
     activations: str = "int8"
     keep: Tuple[str, ...] = ()
     fallback: str = "none"  # "auto": move layer groups to float until the INT8 budget holds (needs parity_dataset)

@@ -117,6 +117,9 @@ def route_for(trt_version, precision, int8_route="auto", onnx_meta=None):
 
 def check_source(route, onnx_path, meta, trt_version):
     """Refuse an ONNX file that is not the artifact ``route`` builds from, naming the one it needs."""
+    if meta.get("sanet.quantization") == "classic-emulation":  # sanet-parity --emulate int8-classic's CPU stand-in
+        raise SanetError("{} emulates TensorRT's classic calibration on the CPU (sanet-parity --emulate int8-classic): "
+                         "it is not an engine source; build from the FP32 export with --int8-route classic".format(onnx_path))
     have = onnx_kind(meta)
     if have == route.onnx:
         return

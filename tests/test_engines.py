@@ -156,6 +156,10 @@ def test_route_refuses_the_wrong_onnx():
         check_source(route_for("10.13", "int8"), "q.onnx", qdq, "10.13")
     with pytest.raises(SanetError, match="route fp32 from the FP32 export"):  # a Q/DQ file is no FP32 engine
         check_source(route_for("10.3", "fp32"), "q.onnx", qdq, "10.3")
+    emulation = {"sanet.precision": "int8", "sanet.quantization": "classic-emulation"}  # sanet-parity's CPU stand-in
+    for route in (route_for("8.5.2", "int8", "qdq"), route_for("10.3", "int8"), route_for("8.5.2", "int8")):
+        with pytest.raises(SanetError, match="emulates TensorRT's classic calibration on the CPU"):
+            check_source(route, "c.onnx", emulation, "8.5.2")
 
 
 def test_platform_checks():
@@ -646,6 +650,7 @@ def test_int8_build_routes(trt_sim, sim_engines, small_onnx, sources):
     else:  # classic calibrator: TensorRT drove get_batch over all 4 crops and stored the cache
         assert route.name == "int8-classic" and header["fp16"] and header["int8"]
         assert header["calibration"]["source"] == "batches" and header["calibration"]["batches"] == 4
+        assert header["calibration"]["algorithm"] == "MINMAX_CALIBRATION"  # constants.CLASSIC_CALIBRATOR by default
         assert pathlib.Path(str(plan)[:-len(".plan")] + ".calib.cache").is_file()
         reference_path = small_onnx[0]
     images = sample_images(small_onnx[2])
