@@ -105,14 +105,19 @@ def run_check(out, checkpoint=None, report=print, quick=False):
     return rows, skipped
 
 
+def parser():
+    """The command line of ``sanet-gpucheck`` (also read by the documentation test and the CLI reference)."""
+    result = argparse.ArgumentParser(prog="sanet-gpucheck", description=__doc__.splitlines()[0])
+    result.add_argument("--checkpoint", help="checkpoint to run (default: the shipped model, else random init)")
+    result.add_argument("-o", "--out", default="results/gpucheck", help="report folder (default %(default)s)")
+    result.add_argument("--quick", action="store_true", help="one resolution (512x1024), FP16 only, no INT8 calibration, "
+                        "10 iterations per path: minutes on a Xavier (the full check takes over an hour there)")
+    return result
+
+
 def main(argv=None):
     """Entry point of ``sanet-gpucheck``; a user-fixable problem is one line on stderr and exit status 1."""
-    parser = argparse.ArgumentParser(prog="sanet-gpucheck", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="checkpoint to run (default: the shipped model, else random init)")
-    parser.add_argument("-o", "--out", default="results/gpucheck", help="report folder (default %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="one resolution (512x1024), FP16 only, no INT8 calibration, "
-                        "10 iterations per path: minutes on a Xavier (the full check takes over an hour there)")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         rows, _ = run_check(args.out, args.checkpoint, report=lambda message: print(message, flush=True), quick=args.quick)
     except SanetError as exc:
