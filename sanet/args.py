@@ -316,6 +316,18 @@ class Calibration:
     def wanted(self, args, int8_engine=False):
         return bool(args.calib) or int8_engine or (self.full and args.qdq)
 
+    def build_export(self, args, precisions, engine_config):
+        """sanet-export's (CalibSettings or None, INT8 quantizer ranges or None). A QAT checkpoint (sanet.qat) carries its
+        ranges: nothing is calibrated, and its INT8 engines build from its own Q/DQ ONNX on every TensorRT."""
+        from .qat import read_ranges
+
+        ranges = read_ranges(args.checkpoint) if args.checkpoint else None
+        if ranges is None:
+            return self.build(args, int8_engine="int8" in precisions, batch=args.batch), None
+        if engine_config.int8_route == "auto":
+            engine_config.int8_route = "qdq"
+        return self.build_qat(args), ranges
+
     def build_qat(self, args):
         """For a QAT checkpoint (sanet.qat): its Q/DQ ONNX comes from the ranges it carries, so calibration flags are
         refused (they would be ignored); CalibSettings carrying only the parity data, or None without it."""

@@ -1,9 +1,8 @@
 """Command-line entry points: each command composes the argument groups of ``sanet.args`` and calls one stage.
-
-Every entry point goes through ``_run``: a SanetError (something the user can fix) is printed as one
-line without a traceback and the process exits with status 1; Ctrl-C exits with 130. ``PARSERS`` builds
-each command's parser (the README's CLI reference is generated from them by docs/cli_reference.py).
-"""
+Every entry point goes through ``_run``: a SanetError (something the user can fix) is printed as one line without a
+traceback and the process exits with status 1; Ctrl-C exits with 130. ``PARSERS`` builds each command's parser
+(docs/cli.md is generated from them by docs/cli_reference.py)."""
+import functools
 import os
 import sys
 
@@ -13,8 +12,7 @@ from .errors import SanetError
 
 MODEL = groups.ModelSource(positional=True, random_init="never")
 RUNNER = groups.RunnerSource(MODEL)
-SHIPPED = "with --dataset camvid, the shipped real-CamVid SANet in sanet/weights/"
-EVAL_RUNNER = groups.RunnerSource(groups.ModelSource(default_help=SHIPPED),
+EVAL_RUNNER = groups.RunnerSource(groups.ModelSource(default_help="with --dataset camvid, the shipped real-CamVid SANet in sanet/weights/"),
                                   shipped_default=lambda args: "camvid" if args.dataset == "camvid" else None)
 EXPORT_MODEL = groups.ModelSource(positional=True, random_init="flag")
 
@@ -40,8 +38,7 @@ def _entry(main):
     return entry
 
 
-def _say(message):
-    print(message, flush=True)
+_say = functools.partial(print, flush=True)  # progress lines, shown as they happen
 
 
 def print_table(headers, rows, out=None):
@@ -183,8 +180,7 @@ def export_parser():
 
 def export_main(argv):
     """sanet-export: ONNX per resolution (verified in ONNX Runtime), Q/DQ INT8 ONNX, TensorRT engines."""
-    from .pipeline import ExportRequest, Pipeline, audit_images, export_all
-    from .qat import read_ranges
+    from .pipeline import ExportRequest, Pipeline, audit_images, export_all, lint_summary
 
     args = export_parser().parse_args(argv)
     model_group, sizes_group, out_group, format_group, engine_group, calib_group, extras = EXPORT
@@ -192,11 +188,7 @@ def export_main(argv):
     precisions, engine_config = engine_group.build(args)
     model_group.check(args)
     extras.check(args, precisions)
-    ranges = read_ranges(args.checkpoint) if args.checkpoint else None  # a QAT checkpoint carries its INT8 ranges
-    if ranges is not None and engine_config.int8_route == "auto":
-        engine_config.int8_route = "qdq"  # its INT8 engines build from its own Q/DQ ONNX on every TensorRT
-    calib = calib_group.build_qat(args) if ranges is not None else calib_group.build(args, int8_engine="int8" in precisions,
-                                                                                      batch=args.batch)
+    calib, ranges = calib_group.build_export(args, precisions, engine_config)
     model, source = model_group.build(args)
     if source is None:
         print("note: --random-init exports untrained weights; predictions are meaningless")
@@ -211,12 +203,9 @@ def export_main(argv):
     request = ExportRequest(precisions, args.qdq, args.triton, args.triton_max_batch, tuple(args.trt_check), images,
                             args.parity_limit or 16)
     rows, missing, violations = export_all(pipeline, sizes, request)
-    lint = {path: "; ".join("TRT {}: {}".format(r, "{} violation(s)".format(len(v)) if v else "ok") for r, v in found.items())
-            for path, found in violations.items()}
+    lint, problems = lint_summary(violations)
     print_table(["file", "MiB", "kind", "check"] + (["TensorRT lint"] if lint else []),
                 [row + ([lint.get(row[0], "-") if row[2].endswith("onnx") else "-"] if lint else []) for row in rows])
-    problems = ["trt-check {} {}: {}".format(r, os.path.basename(p), v) for p, found in violations.items()
-                for r, found_list in found.items() for v in found_list]
     for line in problems:
         print(line)
     if missing:
@@ -341,12 +330,11 @@ def infer_main(argv):
         run(sources, runner, config, report=_say)
 
 
-PARSERS = {"info": info_parser, "synth": synth_parser, "eval": eval_parser, "train": train_parser,
-           "export": export_parser, "parity": parity_parser, "bench": bench_parser, "infer": infer_parser}
 COMMANDS = {"info": info_main, "synth": synth_main, "eval": eval_main, "train": train_main, "export": export_main,
             "parity": parity_main, "bench": bench_main, "infer": infer_main}
-info, synth, evaluate, train, export = (_entry(COMMANDS[n]) for n in ("info", "synth", "eval", "train", "export"))
-parity, bench, infer = (_entry(COMMANDS[n]) for n in ("parity", "bench", "infer"))
+PARSERS = {"info": info_parser, "synth": synth_parser, "eval": eval_parser, "train": train_parser,
+           "export": export_parser, "parity": parity_parser, "bench": bench_parser, "infer": infer_parser}
+info, synth, evaluate, train, export, parity, bench, infer = (_entry(main) for main in COMMANDS.values())
 
 
 def main(argv=None):

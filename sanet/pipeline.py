@@ -581,6 +581,14 @@ def tensorrt_available():
     return True
 
 
+def lint_summary(violations):
+    """export_all's TensorRT lint as ({path: "TRT 8.5: ok; TRT 11: 2 violation(s)"}, one line per violation)."""
+    cells = {path: "; ".join("TRT {}: {}".format(r, "{} violation(s)".format(len(v)) if v else "ok") for r, v in found.items())
+             for path, found in violations.items()}
+    return cells, ["trt-check {} {}: {}".format(release, os.path.basename(path), violation)
+                   for path, found in violations.items() for release, found_list in found.items() for violation in found_list]
+
+
 def export_all(pipeline: Pipeline, sizes, request: ExportRequest):
     """sanet-export's work: returns (rows [file, MiB, kind, check], missing, violations); ``missing`` names what
     could not be built here (engines without TensorRT) after everything that could be built was. Without TensorRT

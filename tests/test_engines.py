@@ -810,7 +810,7 @@ REUSE_KEYS = {
     "tensorrt": ("10.3", "fp32", {}),
     "route": ("8.6", "int8", dict(engine=dict(int8_route="qdq"))),
     "calibration": ("8.6", "int8", dict(calib=dict(count=5))),
-    "method": ("8.6", "int8", dict(calib=dict(method="minmax"))),
+    "method": ("8.6", "int8", dict(calib=dict(method="entropy"))),
     "keep": ("8.6", "int8", dict(calib=dict(keep=("conv_out32",)))),
 }
 
