@@ -29,7 +29,14 @@ SHIPPED_ABOUT = {"camvid": "the shipped real-CamVid SANet (11 classes; research 
 
 
 def shipped_checkpoint(name="synth"):
-    """The path of shipped checkpoint ``name`` (a key of SHIPPED_CHECKPOINTS), or None when this install lacks it."""
+    """Where a checkpoint shipped in ``sanet/weights`` lies.
+
+    Args:
+        name: "synth" (19 classes, generated scenes) or "camvid" (11 classes, real CamVid; research use); see
+            SHIPPED_ABOUT. Another name raises KeyError.
+    Returns:
+        The file's path (str), or None when this install lacks the file. ``load_model(path)`` opens it.
+    """
     path = SHIPPED_CHECKPOINTS[name]
     return path if os.path.isfile(path) else None
 
@@ -167,7 +174,20 @@ def inference_copy(model):
 
 
 def load_model(path, variant=None, num_classes=None):
-    """Rebuild a SANet from a checkpoint file (config from the file, or inferred for reference files)."""
+    """Rebuild a SANet from a checkpoint file, ready for a runner (``TorchRunner(model)``) or an export.
+
+    Args:
+        path: a ``.safetensors`` or torch (``.pt``/``.pth``, read with weights_only=True) file: ours, which carry
+            their ModelConfig, or a reference-repo state dict (variant and classes inferred from tensor shapes).
+        variant: "sanet" or "sanet-tiny"; None takes the file's. A file of the other variant is refused.
+        num_classes: the expected class count; None takes the file's. A mismatch is refused.
+    Returns:
+        A ``sanet.model.SANet`` on the CPU in float32 and eval mode (fp16 files are cast back), its ``config``
+        (ModelConfig: variant, num_classes, class_names, mean, std) rebuilt from the file; ``aux_head`` is True
+        only when the file has the training-only auxiliary head. The load is strict.
+    Raises:
+        SanetError: a missing, corrupt or foreign file, or weights that do not fit (the first few keys named).
+    """
     state_dict, config, _ = read_checkpoint(path)
     if config is None:
         config = infer_config(state_dict, variant, num_classes)

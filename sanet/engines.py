@@ -541,7 +541,16 @@ class TrtRunner(DeviceRunner):
     """A TensorRT plan file behind the runner contract; refuses engines built for another system.
 
     Construction only checks the sidecar against this system and sets ``info``; ``activate()`` deserializes
-    the engine and allocates its I/O buffers; ``close()`` frees them."""
+    the engine and allocates its I/O buffers; ``close()`` frees them.
+
+    Args:
+        engine: a plan file built by sanet-export (``Pipeline.engine``), with its ``.json`` sidecar beside it.
+        cuda_graph: replay one captured CUDA graph per run (ignored, and noted in ``info.extra``, for DLA engines).
+    ``info`` comes from the sidecar: the engine's fixed (H, W) and batch, layout, output kind, precision and device
+    ("cuda" or "dlaN"). ``infer`` takes exactly that input (float32 normalised (B, 3, H, W), or uint8 (B, H, W, 3))
+    and returns a host array, logits (B, C, H, W) or classes (B, H, W) in the engine's output type. Needs TensorRT
+    and a GPU; a stale or foreign engine raises SanetError (rebuild it).
+    """
 
     def __init__(self, engine, cuda_graph=False):
         self.path = os.fspath(engine)

@@ -75,8 +75,20 @@ def frames_message(result):
 def evaluate(runner, dataset, scales=(1.0,), flip=False, size=None, submit_dir=None, limit=None, progress=True, report=None):
     """Evaluate ``runner`` on ``dataset`` (raw samples with labels); returns the metrics summary dict.
 
-    Besides the metrics it says what they cover: ``images`` (frames evaluated), ``labelled_frames`` and
-    ``unlabelled_skipped`` (frames of the split without labels); ``report`` receives ``frames_message``.
+    Args:
+        runner: any runner (sanet.runners contract) with the dataset's class count; activated for the call unless
+            the caller already did, and closed again only then.
+        dataset: a labelled sanet.data.SegmentationDataset (``open_dataset(root, "camvid", "val")``).
+        scales, flip: multi-scale / flipped inference (logits summed at the label's size; needs a runner taking any
+            size, and logits for flip). size: (H, W) every frame is resized to for a runner taking any size.
+        submit_dir: also write each prediction there as a Cityscapes labelIds PNG (Cityscapes datasets only).
+        limit: the first ``limit`` frames.
+        progress: a tqdm bar on stderr. report: callable receiving one line on what the numbers cover.
+    Returns:
+        dict (JSON-ready): ``miou`` and ``pixel_accuracy`` (fractions 0..1), ``per_class_iou`` (list of {"class",
+        "iou"} in class-id order, iou None for a class absent from labels and predictions), ``pixels`` (labelled pixels
+        counted), ``images`` (frames evaluated), ``labelled_frames`` and ``unlabelled_skipped`` (frames of the split
+        without labels), ``runner`` (info.label), ``scales``, ``flip``.
     """
     if not dataset.has_labels:
         raise SanetError("evaluation needs labels for every image; unlabelled frames are for inference only")

@@ -23,7 +23,12 @@ from .runners import Runner
 
 @dataclass
 class Budget:
-    """Limits a candidate must meet; None disables a check. mIoU values are fractions (0.001 = 0.1 pt)."""
+    """Limits a candidate must meet; None disables a check. mIoU values are fractions (0.001 = 0.1 pt).
+
+    ``min_pixel_agreement``: share of pixels whose class equals the reference's; ``min_agreement_miou``: mIoU of the
+    candidate against the reference's predictions; ``max_delta_miou``: |candidate - reference| mIoU against labels
+    (judged on at least DELTA_MIOU_MIN_IMAGES labelled images). BUDGETS holds the default per precision.
+    """
 
     min_pixel_agreement: Optional[float] = None
     min_agreement_miou: Optional[float] = None
@@ -133,7 +138,24 @@ def check_budget(result, budget):
 
 
 def compare(reference, candidate, dataset, size=None, limit=None, boundary_px=3, budget=None, progress=True):
-    """Compare ``candidate`` with ``reference`` (PyTorch FP32) over ``dataset``; returns a ParityResult."""
+    """Compare ``candidate`` with ``reference`` (PyTorch FP32) over ``dataset``; returns a ParityResult.
+
+    Args:
+        reference, candidate: runners (sanet.runners contract) with the same class count, e.g.
+            ``TorchRunner(model)`` and ``OrtRunner(onnx_path)``. Each is activated by its first ``predict`` and left
+            active: use ``with`` on both to free them.
+        dataset: a sanet.data.SegmentationDataset (``open_dataset``); with labels, mIoU against them is compared too.
+        size: (H, W) every frame is resized to when the candidate takes any size (its fixed size wins; None: as is).
+        limit: compare the first ``limit`` frames only. boundary_px: width of the band around class edges.
+        budget: a Budget; None takes BUDGETS[candidate precision] (no limits for an unknown precision).
+        progress: a tqdm bar on stderr.
+    Returns:
+        ParityResult: ``passed`` (no failures), ``failures`` and ``notes`` (budget checks broken / not judged),
+        ``images``, ``pixel_agreement``, ``boundary_agreement``, ``agreement_miou``, and with labels ``miou_reference``,
+        ``miou_candidate``, ``delta_miou`` (candidate - reference) and ``per_class_delta_iou`` {class: delta or None};
+        ``max_abs_logit_diff``/``mean_abs_logit_diff`` when both give logits (else None); ``to_dict()`` for JSON.
+        Agreements and mIoU values are fractions (0..1).
+    """
     cv2 = import_cv2()
     if reference.info.num_classes != candidate.info.num_classes:
         raise SanetError("reference has {} classes, candidate {}: they are not the same model".format(

@@ -145,6 +145,23 @@ def _silent(_message):
 
 
 class Pipeline:
+    """Builds, names and caches every artifact of one model (the module docstring lists all methods).
+
+    Args:
+        model: a SANet in eval mode (``load_model``); never modified, copies are exported.
+        source_sha256: sha256 of the checkpoint file, recorded as provenance in every artifact's metadata.
+        out_dir: the folder every artifact is written to.
+        export_config: ExportConfig template (opset, batch, layout, output); H and W come with each call.
+        calib_config: CalibSettings (calibration images, method, parity data); None: no INT8 from calibration.
+        engine_config: EngineConfig template (workspace, timing cache, DLA, INT8 route); precision comes with each call.
+        report: callable taking one progress line (default: silent).
+        reuse: keep a file already on disk when its metadata or sidecar proves it was made from the same inputs.
+        tag: appended to every file stem. verify: run the FP32 ONNX against PyTorch at export.
+        quant_ranges: a QAT checkpoint's ranges (sanet.qat.read_ranges); the Q/DQ ONNX is written from them.
+    Every method taking a resolution wants (H, W), multiples of 8, and returns a path (str); results are cached
+    per arguments. Errors a user can cause raise SanetError.
+    """
+
     def __init__(self, model, source_sha256=None, out_dir="exports", export_config: Optional[ExportConfig] = None,
                  calib_config: Optional[CalibSettings] = None, engine_config=None, report: Optional[Callable] = None,
                  reuse=False, tag=None, verify=True, quant_ranges=None):
@@ -188,6 +205,7 @@ class Pipeline:
     # -- FP32 ONNX ------------------------------------------------------------------------------
 
     def onnx(self, resolution):
+        """Returns the path of the verified FP32 ONNX at (H, W), exported on the first call."""
         return self._once(("onnx", tuple(resolution)), lambda: self._build_onnx(tuple(resolution)))
 
     def _build_onnx(self, resolution):
@@ -274,6 +292,9 @@ class Pipeline:
         return manifest
 
     def qdq(self, resolution, activations=None):
+        """Returns the path of the Q/DQ INT8 ONNX at (H, W): calibrated on ``calib_config``'s crops (or written from a
+        QAT checkpoint's ranges) and, with parity data, refused when over the INT8 parity budget. ``activations``:
+        "int8" (TensorRT) or "uint8" (ONNX Runtime on x86); None takes CalibSettings.activations."""
         if self.quant_ranges is not None:
             if activations not in (None, "int8"):
                 raise SanetError("a QAT checkpoint's Q/DQ ONNX has the symmetric int8 activations it was trained with, "
@@ -450,8 +471,9 @@ class Pipeline:
     # -- TensorRT -------------------------------------------------------------------------------
 
     def route(self, precision):
-        """The route (sanet.routes.Route) an engine of ``precision`` takes on this machine's TensorRT; the bench and
-        export read it to know which ONNX an engine needs."""
+        """Returns the route (sanet.routes.Route) an engine of ``precision`` ("fp32", "fp16", "int8") takes on this
+        machine's TensorRT (needs TensorRT installed); the bench and export read it to know which ONNX an engine
+        needs (``route.onnx``, see :meth:`onnx_for`)."""
         from .engines import import_tensorrt
         from .routes import route_for
 
@@ -465,6 +487,8 @@ class Pipeline:
         return builders[kind](tuple(resolution))
 
     def engine(self, resolution, precision):
+        """Returns the path of the TensorRT plan at (H, W) and ``precision`` ("fp32", "fp16", "int8"), built on this
+        machine from the ONNX its route takes (``.json`` sidecar beside it); needs TensorRT and a GPU."""
         return self._once(("engine", tuple(resolution), precision), lambda: self._build_engine(tuple(resolution), precision))
 
     def _build_engine(self, resolution, precision):

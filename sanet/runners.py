@@ -81,8 +81,20 @@ def to_input(images, info: RunnerInfo):
 
 
 class Runner:
-    """Base class: subclasses set ``info`` in ``__init__``, load in ``activate``, free in ``close`` (both calling
-    this class's), and implement ``infer`` (calling ``check_active`` first)."""
+    """The runner contract every backend keeps (evaluation, parity, the bench and sanet-infer call only this).
+
+    Use ``with runner:`` (activate, then close) or ``activate()``/``close()``; ``predict`` alone activates on first
+    use. ``info`` (RunnerInfo, set at construction) says what the runner takes and returns: backend, precision,
+    device, num_classes, ``input_size`` (H, W) and ``batch`` when fixed (None: any; H, W multiples of 8), ``layout``,
+    ``output`` ("logits" or "argmax"), mean/std, and ``label`` ("backend-device-precision") for reports.
+
+    ``predict(images)``: numpy uint8 RGB (B, H, W, 3) -> (class map (B, H, W) int64, logits (B, C, H, W) float32 or
+    None for an argmax export). ``infer(inputs)``: an array already in ``info.layout`` (``prepare(images)`` makes
+    it: float32 normalised (B, 3, H, W) for "float-nchw", the uint8 (B, H, W, 3) frame for "uint8-nhwc") -> the
+    raw output, logits float32 (B, C, H, W) or int32 classes (B, H, W).
+
+    Subclasses set ``info`` in ``__init__``, load in ``activate``, free in ``close`` (both calling this class's), and
+    implement ``infer`` (calling ``check_active`` first)."""
 
     info: RunnerInfo
     active = False
@@ -113,6 +125,7 @@ class Runner:
                 self.info.label))
 
     def infer(self, inputs):
+        """One forward pass on an array in ``info.layout``; returns the output array (see the class docstring)."""
         raise NotImplementedError
 
     device_resident = False  # execute() is free of host<->device copies (always so on the CPU)
@@ -213,7 +226,17 @@ def activated(runner):
 
 
 class TorchRunner(DeviceRunner):
-    """PyTorch eager on a copy of the model: CPU or CUDA; fp32, fp16 (CUDA) or bf16; optionally channels_last."""
+    """PyTorch eager on a copy of the model: CPU or CUDA; fp32, fp16 (CUDA) or bf16; optionally channels_last.
+
+    Args:
+        model: a SANet (e.g. from ``sanet.checkpoints.load_model``); a deep copy runs, the caller's is untouched.
+        device: "cpu", "cuda" or "cuda:N".
+        precision: "fp32", "fp16" (CUDA only) or "bf16".
+        channels_last: run in the channels_last memory format.
+        cuda_graph: replay a CUDA graph captured once per input shape (CUDA only).
+    The runner takes any batch and any H, W that are multiples of 8 (``info.input_size`` None), float-nchw input,
+    and returns float32 logits (B, C, H, W) whatever the precision. Impossible combinations raise SanetError.
+    """
 
     def __init__(self, model, device="cpu", precision="fp32", channels_last=False, cuda_graph=False):
         if precision not in TORCH_DTYPES:
@@ -422,6 +445,15 @@ class OrtRunner(OnnxFileRunner, DeviceRunner):
     written under the label given (numerics.EmulatedRunner names its emulated precision this way).
     ``cache_dir``: where the TensorRT provider keeps its engines, in a folder per :func:`trt_cache_key` (None: no cache,
     the engine is built at every activation).
+
+    Args:
+        path: an ONNX file written by sanet-export (or ``Pipeline.onnx``/``qdq``); other files are refused.
+        providers: ONNX Runtime provider names, first preferred (default ``["CPUExecutionProvider"]``).
+        precision: the row's precision (default: the file's ``sanet.precision``).
+        threads: intra-op thread count (None: ONNX Runtime's default).
+        cache_dir: see above.
+    ``info`` comes from the file: its fixed (H, W) and batch, layout and output kind; ``infer`` returns a new host
+    array, float32 logits (B, C, H, W) or int32 classes (B, H, W).
     """
 
     def __init__(self, path, providers=None, precision=None, threads=None, cache_dir=None):
@@ -552,7 +584,14 @@ def openvino_bf16():
 
 class OpenVinoRunner(OnnxFileRunner):
     """OpenVINO on the CPU, from the same exported ONNX: ``fp32``, or ``bf16`` where the CPU has it natively
-    (the inference precision hint; weights stay as exported), or a Q/DQ INT8 export (its precision is int8)."""
+    (the inference precision hint; weights stay as exported), or a Q/DQ INT8 export (its precision is int8).
+
+    Args:
+        path: an ONNX file written by sanet-export; ``info`` (fixed size, batch, layout, output) comes from it.
+        precision: "fp32" or "bf16" (native bf16 CPUs only); a Q/DQ file takes "fp32" and runs as int8.
+        threads: inference thread count (None: OpenVINO's default).
+    ``infer`` returns a host array, float32 logits (B, C, H, W) or int32 classes (B, H, W).
+    """
 
     def __init__(self, path, precision="fp32", threads=None):
         require("openvino", "pip install 'sanet[openvino]'")
