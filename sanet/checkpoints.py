@@ -33,10 +33,12 @@ def shipped_checkpoint(name="synth"):
 
     Args:
         name: "synth" (19 classes, generated scenes) or "camvid" (11 classes, real CamVid; research use); see
-            SHIPPED_ABOUT. Another name raises KeyError.
+            SHIPPED_ABOUT. Another name raises SanetError.
     Returns:
         The file's path (str), or None when this install lacks the file. ``load_model(path)`` opens it.
     """
+    if name not in SHIPPED_CHECKPOINTS:
+        raise SanetError("no shipped checkpoint {!r}: use {}".format(name, " or ".join(sorted(SHIPPED_CHECKPOINTS))))
     path = SHIPPED_CHECKPOINTS[name]
     return path if os.path.isfile(path) else None
 

@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import __version__
-from .constants import CLASSIC_CALIBRATOR
+from .constants import CLASSIC_CALIBRATOR, PRECISIONS
 from .errors import SanetError, require
 from .fileio import sha256_file, write_bytes_atomic, write_json_atomic
 from .routes import INT8_ROUTES, Route, check_source, route_for
@@ -27,7 +27,6 @@ from .runners import DeviceRunner, RunnerInfo, TorchRunner, class_map_dtype, cla
 from .trtmemory import TorchMemory, device_memory, memory_backend, numpy_dtype
 
 SIDECAR_FORMAT = 2  # 2: route, layer-group precisions and the reuse key
-PRECISIONS = ("fp32", "fp16", "int8")
 CALIBRATORS = ("entropy", "minmax")  # TensorRT's own calibrators (the classic route)
 TENSORRT_HINT = ("install TensorRT's Python package (JetPack ships it; on x86 use an NVIDIA TensorRT container) "
                  "and run on an NVIDIA GPU")
