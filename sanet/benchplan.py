@@ -132,6 +132,12 @@ def extra_rows(extra_onnx, extra_engines, config, skipped):
     return found
 
 
+def row_for(resolution, info, suffix=""):
+    """The bench Row of a runner: named by its label, carrying its notes (e.g. a DLA engine's "not captured")."""
+    return Row(resolution, info.label + suffix, info.backend, info.device, info.precision,
+               runner_notes=[text for key, text in sorted(info.extra.items()) if key.endswith("_note")])
+
+
 def plan_rows(pipeline, config, skipped, reference, extra_onnx=(), extra_engines=(), report=print):
     """[(resolution, runner, Row)] in visiting order (by resolution, as --res lists them, then sizes added for extra
     files): runners are constructed now (their artifacts built), activated only when visited."""
@@ -154,8 +160,7 @@ def plan_rows(pipeline, config, skipped, reference, extra_onnx=(), extra_engines
             except SanetError as exc:
                 skip(skipped, "{}: {}".format(name, exc))
                 continue
-            info = runner.info
-            row = Row(name, info.label + suffix, info.backend, info.device, info.precision)
+            row = row_for(name, runner.info, suffix)
             if row.key in keys:  # two built-in rows with one label would pair wrongly in --compare: refuse loudly
                 raise SanetError("two bench rows are named {}: a bench bug, please report it".format(row.key))
             keys.add(row.key)

@@ -99,6 +99,7 @@ class Row:
     verdict: str = "-"  # PASS, FAIL, REFERENCE or "-" (not checked)
     failures: List[str] = field(default_factory=list)
     parity_notes: List[str] = field(default_factory=list)  # budget checks not judged (e.g. delta mIoU on one image)
+    runner_notes: List[str] = field(default_factory=list)  # what the runner did differently from what was asked
     key: str = ""  # "resolution/runner": unique within a run; --compare pairs rows by it
 
     def __post_init__(self):
@@ -149,7 +150,7 @@ def write_reports(rows, facts, settings, out, skipped):
     writer = csv.DictWriter(buffer, fieldnames=list(Row.__dataclass_fields__))
     writer.writeheader()
     writer.writerows(dict(asdict(r), failures="; ".join(r.failures), parity_notes="; ".join(r.parity_notes),
-                          round_fps=" ".join(map("{:.3f}".format, r.round_fps)))
+                         runner_notes="; ".join(r.runner_notes), round_fps=" ".join(map("{:.3f}".format, r.round_fps)))
                      for r in rows)
     write_text_atomic(os.path.join(out, "bench.csv"), buffer.getvalue())
     write_text_atomic(os.path.join(out, "bench.md"), markdown_table(rows, facts, settings))
@@ -237,6 +238,7 @@ def markdown_table(rows, facts, settings):
         settings.get("dataset"))
     notes = sorted({note for row in rows for note in row.parity_notes})
     head += "".join("Parity: {}.\n\n".format(note) for note in notes)
+    head += "".join("{}: {}.\n\n".format(row.key, note) for row in rows for note in row.runner_notes)
     lines = ["| " + " | ".join(TABLE_HEADERS) + " |", "|" + "---|" * len(TABLE_HEADERS)]
     return head + "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in table_rows(rows)]) + "\n"
 

@@ -699,6 +699,8 @@ def test_calibrator_exception_is_not_swallowed(trt_sim, small_onnx, tmp_path):
 
 @pytest.mark.tensorrt
 def test_dla_placement_comes_from_the_built_engine(trt_sim, small_onnx, sources, tmp_path):
+    from sanet.benchplan import row_for
+    from sanet.benchreport import markdown_table
     from sanet.engines import EngineConfig, TrtRunner, build_engine
 
     onnx_path = small_onnx[0]
@@ -721,6 +723,9 @@ def test_dla_placement_comes_from_the_built_engine(trt_sim, small_onnx, sources,
     with TrtRunner(str(plan), cuda_graph=True) as runner:  # no graph capture for DLA engines (NVIDIA/TensorRT#3524)
         assert runner.info.device == "dla1" and not runner.cuda_graph and "3524" in runner.info.extra["cuda_graph_note"]
         runner.infer(np.zeros((1, 3) + SIM_SIZE, np.float32))
+        row = row_for("64x128", runner.info)  # the bench row says so, in bench.md and bench.json
+        assert row.runner.startswith("tensorrt-dla1") and any("without CUDA graphs" in note for note in row.runner_notes)
+        assert "without CUDA graphs" in markdown_table([row], {}, {"date": "today"})
     assert trt_sim.events[-1] == ("execute", {"stream": 0, "dla_core": 1})  # ran on the core it was built for
 
 
