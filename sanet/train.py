@@ -200,6 +200,9 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.out = ensure_writable_dir(config.out) if self.is_main else config.out
         self.log = self._logger()
+        if config.dataset == "folder":
+            raise SanetError("dataset=folder has no labels to train on: arrange the frames in the cityscapes or camvid "
+                             "layout (docs/training.md)")
         transform = TrainTransform(tuple(config.crop), tuple(config.scale_range), config.max_class_ratio, True,
                                    config.jitter, seed=config.seed)
         self.train_set = open_dataset(config.data, config.dataset, config.train_split, transform)

@@ -269,6 +269,8 @@ def test_config_errors(tmp_path, synth_small):
         Trainer(small_train_config(tmp_path / "missing", tmp_path / "o"))
     with pytest.raises(SanetError, match="checkpoint_every=-5: use 0"):
         Trainer(small_train_config(synth_small, tmp_path / "o", checkpoint_every=-5))
+    with pytest.raises(SanetError, match="dataset=folder has no labels"):
+        Trainer(small_train_config(synth_small, tmp_path / "o", dataset="folder"))
 
 
 def test_resume_from_other_variant_is_refused(trained, synth_small, tmp_path):
