@@ -490,10 +490,10 @@ def test_parity_cli_emulates_the_classic_route(camvid_fp32, camvid, shipped_camv
     _, source = camvid_fp32
     common = ("parity", shipped_camvid, "--onnx", source, "--data", camvid, "--dataset", "camvid", "--limit", "3")
     result = sanet_cli(*common, "--emulate", "int8-classic", "--calib", camvid / "train", "--calib-count", "8")
-    written = source.parent / "camvid_fp32_int8_classic_entropy.onnx"
+    written = source.parent / "camvid_fp32_int8_classic_minmax.onnx"  # constants.CLASSIC_CALIBRATOR
     assert result.returncode == 0, result.stdout + result.stderr
     assert "classic INT8 emulation written: {}".format(written) in result.stdout and "PASS" in result.stdout
-    assert read_metadata(written)["sanet.calibration_method"] == "entropy"
+    assert read_metadata(written)["sanet.calibration_method"] == "minmax"
     result = sanet_cli(*common, "--emulate", "int8-classic")
     assert result.returncode == 1 and "add --calib DIR" in result.stderr
     result = sanet_cli(*common, "--calib", camvid / "train")
