@@ -23,8 +23,10 @@ WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights"
 #   synth:  SANet trained on generated street scenes (19 Cityscapes classes), so the self-contained sanet-bench
 #           measures a trained network on frames it can generate itself; it does not transfer to real images.
 SHIPPED_CHECKPOINTS = {"camvid": os.path.join(WEIGHTS_DIR, "sanet_camvid.safetensors"),
+                       "camvid-qat": os.path.join(WEIGHTS_DIR, "sanet_camvid_qat.safetensors"),
                        "synth": os.path.join(WEIGHTS_DIR, "sanet_synth.safetensors")}
 SHIPPED_ABOUT = {"camvid": "the shipped real-CamVid SANet (11 classes; research use)",
+                 "camvid-qat": "the shipped real-CamVid SANet after QAT, carrying its INT8 ranges (research use)",
                  "synth": "the shipped synthetic-scene SANet (19 classes; generated scenes only)"}
 
 
@@ -32,8 +34,9 @@ def shipped_checkpoint(name="synth"):
     """Where a checkpoint shipped in ``sanet/weights`` lies.
 
     Args:
-        name: "synth" (19 classes, generated scenes) or "camvid" (11 classes, real CamVid; research use); see
-            SHIPPED_ABOUT. Another name raises SanetError.
+        name: "synth" (19 classes, generated scenes), "camvid" (11 classes, real CamVid; research use) or
+            "camvid-qat" (that model after QAT, carrying its INT8 ranges); see SHIPPED_ABOUT. Another name raises
+            SanetError.
     Returns:
         The file's path (str), or None when this install lacks the file. ``load_model(path)`` opens it.
     """
