@@ -37,7 +37,7 @@ from sanet.numerics import EmulatedRunner
 from sanet.parity import Budget, MemoRunner, compare
 from sanet.runners import OrtRunner, TorchRunner
 
-# The goal of issue 22: INT8 within 0.3 pt mIoU and >= 98.5 % pixel agreement of FP32; FP16 within 0.1 pt.
+# The deployment goal: INT8 within 0.3 pt mIoU and >= 98.5 % pixel agreement of FP32; FP16 within 0.1 pt.
 GOALS = {"int8": Budget(min_pixel_agreement=0.985, max_delta_miou=0.003), "fp16": Budget(max_delta_miou=0.001)}
 ROWS = (["fp16"] + ["qdq-{}-{}".format(a, m) for a in ("int8", "uint8") for m in METHODS]
         + ["classic-{}".format(m) for m in CLASSIC_METHODS] + ["classic-entropy-keep"])
@@ -77,21 +77,31 @@ def pct(value, signed=False):
     return "-" if value is None else ("{:+.2f}" if signed else "{:.2f}").format(100 * value)
 
 
-def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint")
+def add_table_arguments(parser, name):
+    """The flags this table and docs/qat_table.py share: data, sizes, calibration crops, frames, output."""
     parser.add_argument("--data", default="../shared/data/camvid", help="CamVid root (train/ for crops, val/ to judge)")
     parser.add_argument("--res", nargs=2, type=int, action="append", metavar=("H", "W"))
     parser.add_argument("--calib-count", type=int, default=64)
     parser.add_argument("--limit", type=int, help="judge on the first N val frames only (quick runs)")
-    parser.add_argument("--rows", nargs="+", choices=ROWS, default=ROWS)
-    parser.add_argument("--tiny", type=int, default=1024, help="classic-entropy-keep: float convs reading fewer values")
-    parser.add_argument("-o", "--out", help="markdown file (default: WORK/ptq_table.md)")
-    parser.add_argument("--work", default="/tmp/sanet-ptq-table", help="exports, quantized files, range caches")
-    args = parser.parse_args(argv)
-    resolutions = [tuple(r) for r in args.res] if args.res else [(360, 480), (720, 960)]
+    parser.add_argument("-o", "--out", help="markdown file (default: WORK/{}.md)".format(name))
+    parser.add_argument("--work", default="/tmp/sanet-" + name.replace("_", "-"), help="exports, quantized files, range caches")
+
+
+def table_setup(args):
+    """The resolutions to judge (default: CamVid's 360x480 and the paper's 720x960); quiet tools; the work folder."""
     warnings.simplefilter("ignore")  # ONNX Runtime's quantizer and the exporter are chatty
     os.makedirs(args.work, exist_ok=True)
+    return [tuple(r) for r in args.res] if args.res else [(360, 480), (720, 960)]
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=ROWS)
+    parser.add_argument("--tiny", type=int, default=1024, help="classic-entropy-keep: float convs reading fewer values")
+    add_table_arguments(parser, "ptq_table")
+    args = parser.parse_args(argv)
+    resolutions = table_setup(args)
     model = load_model(args.checkpoint)
     val = open_dataset(args.data, "camvid", "val")
     frames = len(val) if args.limit is None else min(args.limit, len(val))

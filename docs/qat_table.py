@@ -26,7 +26,8 @@ import os
 import shlex
 import sys
 import time
-import warnings
+
+from ptq_table import add_table_arguments, pct, table_setup  # docs/ is the script's folder, first on sys.path
 
 from sanet.calibration import CropConfig, QuantizeConfig, classic_qdq, plan_crops, quantize_qdq
 from sanet.checkpoints import load_model
@@ -39,7 +40,7 @@ from sanet.parity import Budget, MemoRunner, compare
 from sanet.qat import read_ranges, save_qat_checkpoint, write_qdq
 from sanet.runners import OrtRunner, TorchRunner
 
-# issue 22's goal for INT8 (as docs/ptq_table.py): within 0.3 pt mIoU and >= 98.5 % pixel agreement of FP32
+# the INT8 deployment goal (as docs/ptq_table.py): within 0.3 pt mIoU and >= 98.5 % pixel agreement of FP32
 GOAL = Budget(min_pixel_agreement=0.985, max_delta_miou=0.003)
 PTQ_ROWS = ("minmax", "entropy", "percentile", "classic-entropy", "classic-minmax")
 
@@ -57,10 +58,6 @@ def modelopt_ptq(config_path, overrides, out):
     return out
 
 
-def pct(value, signed=False):
-    return "-" if value is None else ("{:+.2f}" if signed else "{:.2f}").format(100 * value)
-
-
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="the FP32 model (the reference; what QAT started from)")
@@ -68,17 +65,10 @@ def main(argv):
     parser.add_argument("--modelopt-ptq", nargs="+", metavar="CONFIG [KEY=VALUE]", help="a QAT config (+ overrides) whose "
                         "calibration, without fine-tuning, makes the Model Optimizer PTQ row")
     parser.add_argument("--ptq", nargs="*", choices=PTQ_ROWS, default=["minmax", "entropy", "classic-entropy"])
-    parser.add_argument("--data", default="../shared/data/camvid", help="CamVid root (train/ for crops, val/ to judge)")
-    parser.add_argument("--res", nargs=2, type=int, action="append", metavar=("H", "W"))
-    parser.add_argument("--calib-count", type=int, default=64)
-    parser.add_argument("--limit", type=int, help="judge on the first N val frames only (quick runs)")
     parser.add_argument("--twins", action="store_true", help="add each QAT checkpoint's FP32 weights as a row")
-    parser.add_argument("-o", "--out", help="markdown file (default: WORK/qat_table.md)")
-    parser.add_argument("--work", default="/tmp/sanet-qat-table", help="exports, quantized files, range caches")
+    add_table_arguments(parser, "qat_table")
     args = parser.parse_args(argv)
-    resolutions = [tuple(r) for r in args.res] if args.res else [(360, 480), (720, 960)]
-    warnings.simplefilter("ignore")  # ONNX Runtime's quantizer and the exporter are chatty
-    os.makedirs(args.work, exist_ok=True)
+    resolutions = table_setup(args)
     begun = time.perf_counter()
 
     def say(text):

@@ -790,7 +790,7 @@ def test_parser_lint_refuses_before_building(trt_sim, small_onnx, tmp_path):
     assert str(error.value).splitlines()[1:] == ["  " + str(v) for v in violations]
 
 
-# ---- reuse: an engine on disk is used again only when nothing that changes it changed (issue 24, item 3)
+# ---- reuse: an engine on disk is used again only when nothing that changes it changed
 @pytest.fixture(scope="module")
 def reuse_template(tmp_path_factory, ort):
     """A seeded random-init SANet and its FP32 ONNX exported once (copied into each test's folder and reused there)."""
