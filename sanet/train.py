@@ -184,6 +184,15 @@ class Trainer:
         if config.checkpoint_every < 0:
             raise SanetError("checkpoint_every={}: use 0 (checkpoints at epoch ends only) or a number of iterations".format(
                 config.checkpoint_every))
+        if config.dataset == "folder":
+            raise SanetError("dataset=folder has no labels to train on: arrange the frames in the cityscapes or camvid "
+                             "layout (docs/training.md)")
+        if not 0.0 <= config.distill <= 1.0:
+            raise SanetError("distill={} is a mixing weight: use 0 (labels only) to 1 (distillation only)".format(config.distill))
+        if config.distill and not config.init:
+            raise SanetError("distill={} needs init=CHECKPOINT: the model whose predictions training keeps".format(config.distill))
+        if config.qat and not (config.init or resume):
+            raise SanetError("qat=true fine-tunes a trained network: set init=CHECKPOINT")
         self.config = config
         self.distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
         self.rank = int(os.environ.get("RANK", 0))
@@ -200,9 +209,6 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.out = ensure_writable_dir(config.out) if self.is_main else config.out
         self.log = self._logger()
-        if config.dataset == "folder":
-            raise SanetError("dataset=folder has no labels to train on: arrange the frames in the cityscapes or camvid "
-                             "layout (docs/training.md)")
         transform = TrainTransform(tuple(config.crop), tuple(config.scale_range), config.max_class_ratio, True,
                                    config.jitter, seed=config.seed)
         self.train_set = open_dataset(config.data, config.dataset, config.train_split, transform)
@@ -216,14 +222,11 @@ class Trainer:
         self.model.to(memory_format=self.memory_format)
         if config.init:
             self._load_init(config.init)
-        if not 0.0 <= config.distill <= 1.0:
-            raise SanetError("distill={} is a mixing weight: use 0 (labels only) to 1 (distillation only)".format(config.distill))
-        if config.distill and not config.init:
-            raise SanetError("distill={} needs init=CHECKPOINT: the model whose predictions training keeps".format(config.distill))
         # The init model, frozen (eval mode, no gradients), whose logits the distillation loss follows.
         self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False) if config.distill else None
+        resumed = read_checkpoint(resume) if resume else None  # (state, config, extra): QAT ranges, then training state
         if config.qat:
-            self._quantize(resume)
+            self._quantize(resumed)
         if config.sync_bn and self.device.type != "cuda":
             raise SanetError("sync_bn=true needs CUDA (PyTorch's SyncBatchNorm has no CPU path): set sync_bn=false")
         if self.distributed and config.sync_bn:
@@ -242,7 +245,7 @@ class Trainer:
         self.start_epoch, self.start_iteration, self.best_miou, self.history = 0, 0, -1.0, []
         self.epoch_loss = (0.0, 0)  # (sum, iterations) of the epoch in progress: a resumed epoch's mean stays exact
         if resume:
-            self._resume(resume)
+            self._resume(resume, resumed)
         self.net = torch.nn.parallel.DistributedDataParallel(self.model) if self.distributed else self.model
         self.stop_requested = False  # set by SIGINT/SIGTERM on this rank
         self.stopped_at = None  # (epoch, iterations done in it) when a stop request ended fit() early
@@ -274,15 +277,13 @@ class Trainer:
         load_weights(self.model, state)
         self.log.info("initialised from %s", path)
 
-    def _quantize(self, resume):
+    def _quantize(self, resumed):
         """QAT: Model Optimizer's fake quantization, its ranges calibrated on the first qat_calib_batches batches of
-        epoch 0 (augmented training crops), or when resuming taken from the checkpoint (its state holds them)."""
+        epoch 0 (augmented training crops), or when resuming taken from the checkpoint read (its state holds them)."""
         from . import qat
 
-        if not (self.config.init or resume):
-            raise SanetError("qat=true fine-tunes a trained network: set init=CHECKPOINT")
-        if resume:
-            qat.quantize(self.model, ranges=qat.ranges_from_state(read_checkpoint(resume)[0]))
+        if resumed:
+            qat.quantize(self.model, ranges=qat.ranges_from_state(resumed[0]))
             return
 
         def calibrate(model):
@@ -295,8 +296,8 @@ class Trainer:
         self.log.info("qat: %d convolutions fake-quantized to int8, ranges from %d training batches",
                       len(qat.quantized_convs(self.model)), self.config.qat_calib_batches)
 
-    def _resume(self, path):
-        state, config, extra = read_checkpoint(path)
+    def _resume(self, path, checkpoint):
+        state, config, extra = checkpoint  # read_checkpoint(path)
         if config is None or "optimizer" not in extra:
             raise SanetError("{} is not a training checkpoint (last.pt): resume needs optimizer state".format(path))
         if (config.variant, config.num_classes) != (self.config.variant, self.config.classes):
