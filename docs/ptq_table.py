@@ -87,6 +87,16 @@ def add_table_arguments(parser, name):
     parser.add_argument("--work", default="/tmp/sanet-" + name.replace("_", "-"), help="exports, quantized files, range caches")
 
 
+def progress(begun):
+    """A report function for the tools (timestamped lines on stderr; calibration progress every 16th batch only)."""
+    def say(text):
+        if "crop batch" in text and int(text.rsplit(" ", 1)[1]) % 16:
+            return
+        print("[{:7.0f} s] {}".format(time.perf_counter() - begun, text), file=sys.stderr, flush=True)
+
+    return say
+
+
 def table_setup(args):
     """The resolutions to judge (default: CamVid's 360x480 and the paper's 720x960); quiet tools; the work folder."""
     warnings.simplefilter("ignore")  # ONNX Runtime's quantizer and the exporter are chatty
@@ -106,13 +116,8 @@ def main(argv):
     val = open_dataset(args.data, "camvid", "val")
     frames = len(val) if args.limit is None else min(args.limit, len(val))
     classes = list(val.class_names)
-
-    def say(text):
-        if "crop batch" in text and int(text.rsplit(" ", 1)[1]) % 16:
-            return  # calibration progress: every 16th batch is enough
-        print("[{:7.0f} s] {}".format(time.perf_counter() - begun, text), file=sys.stderr, flush=True)
-
     begun = time.perf_counter()
+    say = progress(begun)
     header = ["res", "route", "act.", "method", "mIoU %", "Δ mIoU pt", "pixel agr. %", "goal"] + classes + ["calib s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     notes = []

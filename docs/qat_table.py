@@ -27,7 +27,7 @@ import shlex
 import sys
 import time
 
-from ptq_table import add_table_arguments, pct, table_setup  # docs/ is the script's folder, first on sys.path
+from ptq_table import add_table_arguments, pct, progress, table_setup  # docs/ is the script's folder, first on sys.path
 
 from sanet.calibration import CropConfig, QuantizeConfig, classic_qdq, plan_crops, quantize_qdq
 from sanet.checkpoints import load_model
@@ -70,12 +70,7 @@ def main(argv):
     args = parser.parse_args(argv)
     resolutions = table_setup(args)
     begun = time.perf_counter()
-
-    def say(text):
-        if "crop batch" in text and int(text.rsplit(" ", 1)[1]) % 16:
-            return
-        print("[{:7.0f} s] {}".format(time.perf_counter() - begun, text), file=sys.stderr, flush=True)
-
+    say = progress(begun)
     model = load_model(args.checkpoint)
     qat = [tuple(item.split("=", 1)) for item in args.qat]
     if args.modelopt_ptq:
@@ -85,12 +80,13 @@ def main(argv):
     val = open_dataset(args.data, "camvid", "val")
     frames = len(val) if args.limit is None else min(args.limit, len(val))
     classes = list(val.class_names)
+    hashes = {path: sha256_file(path) for path in [args.checkpoint] + [path for _, path in qat]}  # once, not per size
     header = ["res", "INT8 from", "mIoU %", "Δ mIoU pt", "pixel agr. %", "goal"] + classes + ["s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for height, width in resolutions:
         size = "{}x{}".format(height, width)
         source = os.path.join(args.work, "fp32_{}.onnx".format(size))
-        export_onnx(model, source, ExportConfig(height, width), source_sha256=sha256_file(args.checkpoint))
+        export_onnx(model, source, ExportConfig(height, width), source_sha256=hashes[args.checkpoint])
         reference = MemoRunner(TorchRunner(model))
         own = None
         rows = []
@@ -112,7 +108,7 @@ def main(argv):
             started = time.perf_counter()
             qat_model = load_model(path)
             exported = os.path.join(args.work, "qat_{}_{}_fp32.onnx".format(name.replace(" ", "_"), size))
-            export_onnx(qat_model, exported, ExportConfig(height, width), source_sha256=sha256_file(path))
+            export_onnx(qat_model, exported, ExportConfig(height, width), source_sha256=hashes[path])
             target = exported.replace("_fp32.onnx", "_int8_qdq.onnx")
             label = name if name == "Model Optimizer PTQ" else "QAT {}".format(name)
             rows.append((label, OrtRunner(write_qdq(exported, target, qat_model, read_ranges(path))), started))
