@@ -1029,6 +1029,14 @@ def _ints(values):
     return [int(v) for v in values] if values is not None else []
 
 
+def _outside(what, values, low, high):
+    """The refusal of a layer parameter (a list, one entry per spatial axis) with an entry outside TensorRT's
+    [low, high] on DLA, else None."""
+    if any(not low <= v <= high for v in values):
+        return "{} {} outside [{}, {}]".format(what, values, low, high)
+    return None
+
+
 def dla_refusal(layer, generation):
     """Why ``layer`` (a LayerSim) cannot run on a DLA of ``generation`` ('1.0' Xavier, '2.0' Orin); None if it can.
     The wording follows TensorRT's own warnings where they are known."""
@@ -1057,17 +1065,13 @@ def dla_refusal(layer, generation):
                 return "deconvolution padding must be 0 on DLA"
             if groups != 1:  # [H85] IDeconvolutionLayer::setNbGroups: "nbGroups must be one"
                 return "grouped deconvolution is not supported on DLA"
-            if any(not 1 <= k <= 32 for k in kernel):  # [H85] setKernelSizeNd
-                return "deconvolution kernel {} outside [1, 32]".format(kernel)
-            return None
-        if any(not 1 <= k <= 32 for k in kernel):  # [H85] IConvolutionLayer::setKernelSizeNd: [1,32]
-            return "kernel size {} outside [1, 32]".format(kernel)
-        if any(not 1 <= s <= 8 for s in strides):  # [H85] setStrideNd: [1,8]
-            return "stride {} outside [1, 8]".format(strides)
-        if any(not 0 <= p <= 31 for p in pads):  # [H85] setPaddingNd: [0,31]
-            return "padding {} outside [0, 31]".format(pads)
-        if any(not 1 <= d <= 32 for d in dilations):  # [H85] setDilationNd: [1,32]
-            return "dilation {} outside [1, 32]".format(dilations)
+            return _outside("deconvolution kernel", kernel, 1, 32)  # [H85] setKernelSizeNd
+        refusal = (_outside("kernel size", kernel, 1, 32)  # [H85] IConvolutionLayer::setKernelSizeNd: [1,32]
+                   or _outside("stride", strides, 1, 8)  # [H85] setStrideNd: [1,8]
+                   or _outside("padding", pads, 0, 31)  # [H85] setPaddingNd: [0,31]
+                   or _outside("dilation", dilations, 1, 32))  # [H85] setDilationNd: [1,32]
+        if refusal:
+            return refusal
         if groups > 8192:  # [H85] setNbGroups: "the max number of groups is 8192"
             return "{} groups exceed 8192".format(groups)
         return None
@@ -1077,12 +1081,11 @@ def dla_refusal(layer, generation):
         window = _ints(layer.attribute("kernel_shape"))
         strides = _ints(layer.attribute("strides")) or [1] * len(window)
         pads = _ints(layer.attribute("pads")) or [0] * (2 * len(window))
-        if any(not 1 <= w <= 8 for w in window):  # [H85] setWindowSizeNd: [1,8]
-            return "pooling window {} outside [1, 8]".format(window)
-        if any(not 1 <= s <= 16 for s in strides):  # [H85] setStrideNd: [1,16]
-            return "pooling stride {} outside [1, 16]".format(strides)
-        if any(not 0 <= p <= 7 for p in pads):  # [H85] setPaddingNd: [0,7]
-            return "pooling padding {} outside [0, 7]".format(pads)
+        refusal = (_outside("pooling window", window, 1, 8)  # [H85] setWindowSizeNd: [1,8]
+                   or _outside("pooling stride", strides, 1, 16)  # [H85] setStrideNd: [1,16]
+                   or _outside("pooling padding", pads, 0, 7))  # [H85] setPaddingNd: [0,7]
+        if refusal:
+            return refusal
         # [H85] setAverageCountExcludesPadding: "On Xavier, DLA supports only inclusive padding"; ONNX
         # AveragePool excludes padding unless count_include_pad=1
         if (generation == "1.0" and op == "AveragePool" and any(pads)
