@@ -342,12 +342,17 @@ class Calibration:
             raise SanetError("{} is a QAT checkpoint: INT8 takes the quantizer ranges it was trained with, so {} would be "
                              "ignored: drop it".format(args.checkpoint, given[0]))
         positive("--parity-limit", args.parity_limit)
+        parity = self.parity(args)
+        return CalibSettings(None, parity_dataset=parity, parity_limit=args.parity_limit) if parity else None
+
+    @staticmethod
+    def parity(args):
+        """The --parity-data dataset (labels optional), or None without it."""
         if not args.parity_data:
             return None
         from .data import open_dataset
 
-        parity = open_dataset(args.parity_data, args.parity_dataset, args.parity_split, require_labels=False)
-        return CalibSettings(None, parity_dataset=parity, parity_limit=args.parity_limit)
+        return open_dataset(args.parity_data, args.parity_dataset, args.parity_split, require_labels=False)
 
     def build(self, args, int8_engine=False, batch=1, quiet=False):
         """CalibSettings, or None when nothing asks for INT8. Checks the folder holds images before any export."""
@@ -361,11 +366,7 @@ class Calibration:
             if args.int8_fallback == "auto" and not args.parity_data:
                 raise SanetError("--int8-fallback auto measures parity: add --parity-data ROOT")
         needs = int8_engine or (full and args.qdq)
-        parity = None
-        if full and args.parity_data:
-            from .data import open_dataset
-
-            parity = open_dataset(args.parity_data, args.parity_dataset, args.parity_split, require_labels=False)
+        parity = self.parity(args) if full else None
         if not needs:  # no INT8 here; the images may still serve the FP16 range audit
             return CalibSettings(args.calib, args.calib_count, parity_dataset=parity, quiet=quiet) if args.calib or parity else None
         if not args.calib:
