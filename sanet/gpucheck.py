@@ -56,8 +56,11 @@ def torch_variant_rows(model, resolution, config, dataset, report):
     reference, rows = MemoRunner(TorchRunner(model, "cpu", "fp32")), []
     bench.fill_reference(reference, dataset, resolution, config.parity_images)
     frame = np.random.default_rng(0).integers(0, 256, size=(1,) + tuple(resolution) + (3,), dtype=np.uint8)
-    for label, options in [(label, options) for label, options in TORCH_VARIANTS if options["precision"] in config.precisions]:
-        row = bench.Row("{}x{}".format(*resolution), "pytorch-cuda-" + label.replace(" ", "-"), "pytorch", "cuda", options["precision"])
+    for label, options in TORCH_VARIANTS:
+        if options["precision"] not in config.precisions:
+            continue
+        row = benchreport.Row("{}x{}".format(*resolution), "pytorch-cuda-" + label.replace(" ", "-"), "pytorch", "cuda",
+                              options["precision"])
         report("pytorch cuda {} at {} ...".format(label, row.resolution))
         try:
             with TorchRunner(model, "cuda", **options) as runner:
