@@ -51,10 +51,6 @@ def fp16_model(model_or_path):
     return emulate_fp16(to_fp16(source))
 
 
-def _opset(proto):
-    return next(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
-
-
 def _half_slots(onnx, node, opset):
     """(input indices, output indices) of ``node`` whose formal type is a type variable that admits float16: the
     slots that follow the node's precision. Fixed float32 slots (Resize's scales) and integer ones stay as they are."""
@@ -85,6 +81,7 @@ def to_fp16(model_or_path, fp32_nodes=()):
     from onnx import helper, numpy_helper, version_converter
 
     from .export import set_metadata
+    from .trtlint import _opset
 
     source = _load(model_or_path)
     meta = {prop.key: prop.value for prop in source.metadata_props}
@@ -184,11 +181,10 @@ def _with_qdq_neighbours(graph, fp32_nodes, initializers):
     coefficients must all be positive", QuantDequantLinearHelper), and with it the node its output feeds."""
     from onnx import numpy_helper
 
-    producer = {name: node for node in graph.node for name in node.output}
-    consumers = {}
+    producer, consumers = _links(graph)
+    by_name = {}
     for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+        by_name.setdefault(node.name, node)
     grown = set(fp32_nodes)
     for node in graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[1] in initializers:
@@ -197,7 +193,7 @@ def _with_qdq_neighbours(graph, fp32_nodes, initializers):
                 grown.add(node.name)
                 grown.update(c.name for c in consumers.get(node.output[0], []))
     for name in list(grown):
-        node = next((n for n in graph.node if n.name == name), None)
+        node = by_name.get(name)
         for tensor in node.input if node is not None else ():
             source = producer.get(tensor)
             if source is not None and source.op_type == "DequantizeLinear":
@@ -205,6 +201,16 @@ def _with_qdq_neighbours(graph, fp32_nodes, initializers):
         for tensor in node.output if node is not None else ():
             grown.update(c.name for c in consumers.get(tensor, []) if c.op_type == "QuantizeLinear")
     return grown
+
+
+def _links(graph):
+    """({tensor: the node writing it}, {tensor: [nodes reading it]}) of an ONNX graph."""
+    producer = {name: node for node in graph.node for name in node.output}
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return producer, consumers
 
 
 def emulate_fp16(model_or_path):
@@ -477,7 +483,6 @@ def audit_images(calib, limit=16):
     return _GeneratedFrames()
 
 
-
 def images_digest(images, limit=None):
     """sha256 of the images an audit of ``images`` (same ``limit``) would read: what its verdict depends on."""
     digest = hashlib.sha256()
@@ -540,11 +545,7 @@ def fp32_islands(audit, model_or_path):
     Empty when FP16 holds every tensor, which is the verdict for SANet's GeM written as max * mean((x / max)^3)^(1/3).
     """
     proto = _load(model_or_path)
-    producer = {name: node for node in proto.graph.node for name in node.output}
-    consumers = {}
-    for node in proto.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    producer, consumers = _links(proto.graph)
     islands = {}
 
     def add(node, reason):
