@@ -13,7 +13,7 @@ import torch
 
 from .errors import SanetError
 from .fileio import atomic_path
-from .model import ModelConfig, SANet
+from .model import AUX_PREFIX, ModelConfig, SANet
 
 CONFIG_KEY = "sanet_config"
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
@@ -147,7 +147,7 @@ def infer_config(state_dict, variant=None, num_classes=None):
     if num_classes is not None and num_classes != classes:
         raise SanetError("checkpoint has {} classes but {} were requested: drop --classes or use a matching file".format(
             classes, num_classes))
-    aux = any(name.startswith("conv_out16.") for name in state_dict)
+    aux = any(name.startswith(AUX_PREFIX) for name in state_dict)
     return ModelConfig(variant=variant, num_classes=classes, aux_head=aux)
 
 
@@ -174,7 +174,7 @@ def load_weights(model, state_dict):
 def inference_copy(model):
     """``model`` without its training-only auxiliary head (what ships and deploys), in eval mode."""
     config = ModelConfig.from_dict(dict(model.config.to_dict(), aux_head=False))
-    state = {key: value for key, value in model.state_dict().items() if not key.startswith("conv_out16.")}
+    state = {key: value for key, value in model.state_dict().items() if not key.startswith(AUX_PREFIX)}
     return load_weights(SANet(config), state).eval()
 
 
@@ -202,5 +202,5 @@ def load_model(path, variant=None, num_classes=None):
         if num_classes is not None and num_classes != config.num_classes:
             raise SanetError("checkpoint {} has {} classes, not {}".format(path, config.num_classes, num_classes))
     # Weights saved without the training-only aux head still load into an inference model.
-    config.aux_head = any(name.startswith("conv_out16.") for name in state_dict)
+    config.aux_head = any(name.startswith(AUX_PREFIX) for name in state_dict)
     return load_weights(SANet(config), state_dict).eval()

@@ -340,6 +340,9 @@ class SegHead(nn.Module):
         return F.interpolate(x, scale_factor=float(self.up_factor), mode="bilinear", align_corners=False)
 
 
+AUX_PREFIX = "conv_out16."  # state-dict keys of the training-only auxiliary head (SANet.conv_out16)
+
+
 class SANet(nn.Module):
     """SANet: (B, 3, H, W) normalised RGB -> (B, classes, H, W) logits; (main, aux) in training mode."""
 
@@ -442,7 +445,7 @@ def build_model(variant="sanet", num_classes=19, **kwargs):
 
 def count_parameters(model, include_aux=False):
     return sum(
-        p.numel() for name, p in model.named_parameters() if include_aux or not name.startswith("conv_out16.")
+        p.numel() for name, p in model.named_parameters() if include_aux or not name.startswith(AUX_PREFIX)
     )
 
 

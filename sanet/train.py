@@ -32,7 +32,7 @@ from .data import TrainTransform, open_dataset
 from .errors import SanetError
 from .evaluate import evaluate, progress_bar
 from .fileio import ensure_writable_dir
-from .model import ModelConfig, SANet
+from .model import AUX_PREFIX, ModelConfig, SANet
 from .runners import TorchRunner
 
 
@@ -267,7 +267,7 @@ class Trainer:
         """Strict load of ``path``'s weights. A deployment file has no training-only auxiliary head (conv_out16): with
         aux_weight=0 that head keeps its random weights and trains nothing; otherwise that is an error."""
         state = dict(read_checkpoint(path)[0])
-        aux = {key: value for key, value in self.model.state_dict().items() if key.startswith("conv_out16.")}
+        aux = {key: value for key, value in self.model.state_dict().items() if key.startswith(AUX_PREFIX)}
         if aux and not any(key in state for key in aux):
             if self.config.aux_weight:
                 raise SanetError("init {} has no auxiliary head (conv_out16): its loss would train a random head into the "
