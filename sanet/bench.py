@@ -149,6 +149,11 @@ def time_visit(runner, frame, config, sampler=None, warm_since=None, floor=1):
     return samples, runner.info.device != "cpu" and not runner.device_resident, summary
 
 
+def failure_line(exc):
+    """The failure a row records for an exception: its type and first line (bench and gpucheck rows alike)."""
+    return "{}: {}".format(type(exc).__name__, (str(exc).splitlines() or [""])[0][:300])
+
+
 def summarize(row, samples, rounds_samples):
     """Fill ``row``'s timing fields from its (e2e, h2d, compute, d2h) samples, and per round."""
     e2e, h2d, compute, d2h = (np.asarray(column) for column in zip(*samples))
@@ -286,7 +291,7 @@ def run_bench(model, config, dataset, extra_onnx=(), extra_engines=(), report=pr
                     else:
                         runner.close()
             except Exception as exc:  # recorded on the row, so one broken backend does not hide the others
-                row.verdict, row.failures = "FAIL", ["{}: {}".format(type(exc).__name__, (str(exc).splitlines() or [""])[0][:300])]
+                row.verdict, row.failures = "FAIL", [failure_line(exc)]
                 report("    FAIL: " + row.failures[0])
                 broken.add(index)
                 continue

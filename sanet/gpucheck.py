@@ -68,13 +68,9 @@ def torch_variant_rows(model, resolution, config, dataset, report):
                 bench.check_parity(row, runner, reference, dataset, resolution, config)
             bench.summarize(row, samples, [samples])
         except Exception as exc:  # recorded, so one broken path does not hide the others
-            row.verdict, row.failures = "FAIL", [_one_line(exc)]
+            row.verdict, row.failures = "FAIL", [bench.failure_line(exc)]
         rows.append(row)
     return rows
-
-
-def _one_line(exc):
-    return "{}: {}".format(type(exc).__name__, (str(exc).splitlines() or [""])[0][:200])
 
 
 def run_check(out, checkpoint=None, report=print, quick=False):
@@ -92,7 +88,7 @@ def run_check(out, checkpoint=None, report=print, quick=False):
         bench_rows, skipped = bench.run_bench(model, config, dataset, report=report)
         rows += bench_rows
     except Exception as exc:
-        skipped = ["bench rows: " + _one_line(exc)]
+        skipped = ["bench rows: " + bench.failure_line(exc)]
         report(traceback.format_exc())
     facts = benchreport.host_facts()
     settings = {"checkpoint": name, "rounds": config.rounds, "date": time.strftime("%Y-%m-%d %H:%M"), "quick": quick,
