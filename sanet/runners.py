@@ -500,8 +500,8 @@ class OrtRunner(OnnxFileRunner, DeviceRunner):
 
                     key, facts = trt_cache_key(self.path, options)
                     folder = os.path.join(self.cache_dir, "{}_{}".format(os.path.splitext(os.path.basename(self.path))[0], key))
-                    os.makedirs(folder, exist_ok=True)
-                    write_json_atomic(os.path.join(folder, "cache.json"), facts)  # what this folder's engines were built for
+                    # what this folder's engines were built for (atomic_path makes the folder, or names why it cannot)
+                    write_json_atomic(os.path.join(folder, "cache.json"), facts)
                     options = dict(options, trt_engine_cache_enable=True, trt_engine_cache_path=folder)
                 self.info.extra["provider_options"] = options
             chosen.append((name, options))
@@ -527,8 +527,9 @@ class OrtRunner(OnnxFileRunner, DeviceRunner):
         return super().activate()
 
     def open_session(self, ort, options):
+        providers = self.provider_options()  # outside the try: a cache folder that cannot be written says so itself
         try:
-            return ort.InferenceSession(self.path, options, providers=self.provider_options())
+            return ort.InferenceSession(self.path, options, providers=providers)
         except Exception as exc:
             raise SanetError("ONNX Runtime cannot load {}: {}".format(self.path, str(exc).splitlines()[0][:160])) from exc
 
