@@ -159,7 +159,7 @@ def make_sidecar(engine, onnx_path, meta, system, config: EngineConfig, manifest
         "format": SIDECAR_FORMAT, "engine_sha256": sha256_file(engine), "system": system,
         "precision": route.precision, "dla_core": config.dla_core,
         "input": {"name": "images", "shape": shape, "layout": layout},
-        "onnx": os.path.basename(onnx_path), "onnx_sha256": sha256_file(onnx_path),
+        "onnx": os.path.basename(onnx_path), "onnx_sha256": key["onnx_sha256"] if key else sha256_file(onnx_path),
         "calibration_sha256": manifest_sha256, "build": dict(asdict(config), keep=list(config.keep)),
         "build_seconds": round(seconds, 1),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sanet_version": __version__,
@@ -198,10 +198,15 @@ def group_precisions(onnx_path, meta, route, keep=()):
     return found
 
 
-def build_key(route: Route, config: EngineConfig, onnx_sha256, calibration_sha256, tensorrt):
+def build_key(route: Route, config: EngineConfig, onnx_path, meta, manifest, tensorrt):
     """Everything that changes what an engine computes or how it was tuned: an engine on disk is reused only when
-    its sidecar's key equals the key of the build that would replace it."""
-    return {"route": route.name, "onnx_sha256": onnx_sha256, "calibration_sha256": calibration_sha256,
+    its sidecar's key equals the key of the build that would replace it. The calibration is the manifest's crops
+    (classic route) or the ones the Q/DQ file records it was calibrated on (``meta``, its sanet metadata)."""
+    if route.calibrator:
+        calibration = manifest["sha256"] if manifest else None
+    else:
+        calibration = meta.get("sanet.calibration_sha256")
+    return {"route": route.name, "onnx_sha256": sha256_file(onnx_path), "calibration_sha256": calibration,
             "calibration_method": (config.calibration_method or CLASSIC_CALIBRATOR) if route.calibrator else None,
             "keep": sorted(config.keep) if route.precision == "int8" else [],
             "workspace_mib": config.workspace_mib, "optimization_level": config.optimization_level,
@@ -300,6 +305,7 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
     check_int8_settings(route, config, onnx_path, meta)
     if route.calibrator and manifest is None:
         raise SanetError("classic INT8 calibration needs crops: pass --calib DIR")
+    key = build_key(route, config, onnx_path, meta, manifest, trt.__version__)  # the only read of the ONNX's sha256
     check_parser_rules(onnx_path, trt.__version__)
     logger = make_logger(trt)
     builder = trt.Builder(logger)
@@ -326,8 +332,8 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
     calibrator = None
     if route.calibrator:
         method = config.calibration_method or CLASSIC_CALIBRATOR
-        key = {"manifest": manifest["sha256"], "onnx": sha256_file(onnx_path), "method": method, "tensorrt": trt.__version__}
-        cache_file = CalibrationCache(os.path.splitext(out_path)[0] + ".calib.cache", key)
+        cache_key = {"manifest": manifest["sha256"], "onnx": key["onnx_sha256"], "method": method, "tensorrt": trt.__version__}
+        cache_file = CalibrationCache(os.path.splitext(out_path)[0] + ".calib.cache", cache_key)
         calibrator = make_calibrator(trt, method, manifest, meta, cache_file)
         build.int8_calibrator = calibrator
         _pin_groups(trt, network, build, config.keep)
@@ -346,10 +352,8 @@ def build_engine(onnx_path, out_path, config: EngineConfig, manifest=None, repor
     seconds = time.perf_counter() - started
     layers = engine_placement(trt, logger, serialized, planned, config.dla_core, report) if planned else {}
     write_bytes_atomic(out_path, bytes(serialized))
-    calibration = manifest["sha256"] if route.calibrator else meta.get("sanet.calibration_sha256")
-    system = system_facts(trt)
-    key = build_key(route, config, sha256_file(onnx_path), calibration, trt.__version__)
-    sidecar = make_sidecar(out_path, onnx_path, meta, system, config, calibration, seconds, layers, route, key)
+    sidecar = make_sidecar(out_path, onnx_path, meta, system_facts(trt), config, key["calibration_sha256"], seconds, layers,
+                           route, key)
     write_json_atomic(sidecar_path(out_path), sidecar)  # an engine without a valid sidecar is refused at load
     if cache is not None:  # after the engine: losing the cache only costs the next build time
         try:

@@ -493,7 +493,7 @@ class Pipeline:
 
     def _build_engine(self, resolution, precision):
         from .engines import EngineConfig, build_engine, build_key, check_engine, import_tensorrt, system_facts
-        from .fileio import sha256_file
+        from .export import read_metadata
 
         route = self.route(precision)
         source = self.onnx_for(route.onnx, resolution)
@@ -513,12 +513,7 @@ class Pipeline:
         plan = self.path("engine", resolution, precision)
         if self.reuse:
             trt = import_tensorrt()
-            calibration = manifest["sha256"] if manifest else None
-            if not route.calibrator:
-                from .export import read_metadata
-
-                calibration = read_metadata(source).get("sanet.calibration_sha256")
-            want = build_key(route, config, sha256_file(source), calibration, trt.__version__)
+            want = build_key(route, config, source, read_metadata(source), manifest, trt.__version__)
             try:
                 if check_engine(plan, system_facts(trt)).get("key") == want:
                     self.notes[plan] = "reused (sidecar key matches)"
