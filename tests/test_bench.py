@@ -439,6 +439,22 @@ def test_gpucheck_without_cuda_is_one_line(tmp_path):
         assert not (tmp_path / "gc" / "gpucheck.json").exists()
 
 
+def test_gpucheck_torch_rows_record_a_broken_cuda_path_as_a_fail_row(tmp_path):
+    """The PyTorch CUDA variant rows are built and run through the bench's own Row and timing code; without CUDA each
+    becomes a FAIL row naming why (on a GPU the same code times them), never an exception that ends the check."""
+    from sanet import gpucheck
+    from sanet.model import build_model
+
+    config = gpucheck.check_config(str(tmp_path), quick=True)
+    config.resolutions, config.parity_images = [(64, 128)], 1
+    _, dataset = bench.generated_scenes(str(tmp_path), config)
+    rows = gpucheck.torch_variant_rows(build_model("sanet", 19, aux_head=False).eval(), (64, 128), config, dataset, print)
+    assert [row.runner for row in rows] == ["pytorch-cuda-fp16-channels_last", "pytorch-cuda-fp16-CUDA-graph",
+                                            "pytorch-cuda-fp16-channels_last-CUDA-graph"]
+    if not torch.cuda.is_available():
+        assert all(row.verdict == "FAIL" and "CUDA" in row.failures[0] and "\n" not in row.failures[0] for row in rows)
+
+
 def test_gpucheck_quick_is_one_size_fp16_without_calibration(tmp_path):
     """--quick: 512x1024 only, FP16 only (no INT8 row, so no calibration), 10 iterations in one round; the full check
     covers the three bench sizes in every precision."""
