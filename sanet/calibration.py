@@ -246,12 +246,9 @@ def quantize_qdq(onnx_path, out_path, manifest, config: QuantizeConfig, cache_di
         folder = cache_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="sanet-calib-"))
         # Not keyed by the activation type: the ranges are the same, the quantizer derives int8 or uint8 scales from them.
         key = {"manifest": manifest["sha256"], "onnx": sha256_file(calibrated), "method": config.method, "format": RANGES_FORMAT}
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        cache = CalibrationCache(os.path.join(folder, "ort-ranges-{}.json".format(digest)), key)
+        cache = _keyed_cache(folder, "ort-ranges", key)
         if cache.read() is None:
-            info = RunnerInfo.from_metadata(meta, "onnxruntime", "cpu")
-            batches = (info.preprocess.to_input(images) for images in iter_batches(manifest, int(meta.get("sanet.batch", "1"))))
-            ranges = collect_ranges(calibrated, batches, config.method, report=report)
+            ranges = collect_ranges(calibrated, _crop_inputs(meta, manifest), config.method, report=report)
             from onnxruntime.quantization.calibrate import save_tensors_data
 
             save_tensors_data(ranges, cache.path)
@@ -487,11 +484,24 @@ _ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percent
 
 
 def _check_json(path):
+    """The content of the JSON cache file ``path``, or one SanetError when it is corrupt."""
     try:
         with open(path, encoding="utf-8") as handle:
-            json.load(handle)
+            return json.load(handle)
     except ValueError as exc:
         raise SanetError("calibration cache {} is corrupt ({}): delete it to recalibrate".format(path, exc)) from exc
+
+
+def _keyed_cache(folder, prefix, key):
+    """The CalibrationCache ``prefix-DIGEST.json`` in ``folder``, DIGEST naming ``key`` (what the ranges depend on)."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return CalibrationCache(os.path.join(folder, "{}-{}.json".format(prefix, digest)), key)
+
+
+def _crop_inputs(meta, manifest):
+    """The manifest's crops as input batches of the export whose metadata is ``meta`` (its batch size and layout)."""
+    info = RunnerInfo.from_metadata(meta, "onnxruntime", "cpu")
+    return (info.preprocess.to_input(images) for images in iter_batches(manifest, int(meta.get("sanet.batch", "1"))))
 
 
 def _stamp(path, meta, manifest, config):
@@ -831,19 +841,12 @@ def classic_qdq(onnx_path, out_path, manifest, method="entropy", keep=(), cache_
         folder = cache_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="sanet-calib-"))
         key = {"manifest": manifest["sha256"], "onnx": sha256_file(onnx_path), "route": "classic", "format": CLASSIC_FORMAT,
                "tensors": hashlib.sha256("\n".join(wanted).encode()).hexdigest()}
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        cache = CalibrationCache(os.path.join(folder, "classic-ranges-{}.json".format(digest)), key)
-        cached = cache.read()
-        if cached is None:
-            info = RunnerInfo.from_metadata(meta, "onnxruntime", "cpu")
-            batches = (info.preprocess.to_input(images) for images in iter_batches(manifest, int(meta.get("sanet.batch", "1"))))
-            ranges = classic_ranges(proto, batches, wanted, report=report)
+        cache = _keyed_cache(folder, "classic-ranges", key)
+        if cache.read() is None:
+            ranges = classic_ranges(proto, _crop_inputs(meta, manifest), wanted, report=report)
             cache.write(json.dumps(ranges, sort_keys=True).encode())
         else:
-            try:
-                ranges = json.loads(cached.decode())
-            except ValueError as exc:
-                raise SanetError("calibration cache {} is corrupt ({}): delete it to recalibrate".format(cache.path, exc)) from exc
+            ranges = _check_json(cache.path)
     if report:
         report("classic INT8 emulation ({}): {} convolutions with int8 weights, {} tensors stored in int8, {} fused into "
                "their convolution".format(method, len(plan.weights), len(plan.activations), len(plan.fused)))
