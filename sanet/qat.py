@@ -268,12 +268,13 @@ def write_qdq(onnx_path, out_path, model, ranges):
 
     from .export import read_metadata, set_metadata
     from .fileio import atomic_path
+    from .trtlint import _opset
 
     meta = read_metadata(onnx_path, required=True)
     if meta.get("sanet.precision", "fp32") != "fp32":
         raise SanetError("{} is already quantized: write the Q/DQ file from the FP32 export".format(onnx_path))
     proto = onnx.load(os.fspath(onnx_path))
-    opset = max(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
+    opset = _opset(proto)
     if opset < MIN_OPSET:
         raise SanetError("per-channel Q/DQ needs opset >= {}; {} is opset {}: export with --opset 13 or newer".format(
             MIN_OPSET, onnx_path, opset))
@@ -301,14 +302,15 @@ def write_qdq(onnx_path, out_path, model, ranges):
         q = int8_weights(weight, amax) * np.sign(fold.numpy()).astype(np.int8).reshape(-1, *[1] * (weight.dim() - 1))
         step = (amax / MAX_BOUND * fold.abs()).numpy().astype(np.float32)  # (C_out,) dequantization scales
         step = np.where(step > 0, step, np.float32(1.0))  # a channel of zeros: any positive scale dequantizes to 0
-        _check_folded(numpy_helper.to_array(initializers[weight_name]), q, step, weight_name, onnx_path)
+        folded = numpy_helper.to_array(initializers[weight_name])  # the export's BatchNorm-folded float weights
+        _check_folded(folded, q, step, weight_name, onnx_path)
         input_scale = np.float32(entry["input"] / MAX_BOUND)
         prefix = node.name or weight_name
         qname, wname = prefix + "/input_quantizer", prefix + "/weight_quantizer"
         new_init = [
             numpy_helper.from_array(np.asarray(input_scale, np.float32), qname + "/scale"),
             numpy_helper.from_array(np.zeros((), np.int8), qname + "/zero_point"),
-            numpy_helper.from_array(q.reshape(numpy_helper.to_array(initializers[weight_name]).shape), wname + "/int8"),
+            numpy_helper.from_array(q.reshape(folded.shape), wname + "/int8"),
             numpy_helper.from_array(step, wname + "/scale"),
             numpy_helper.from_array(np.zeros(step.shape, np.int8), wname + "/zero_point"),
         ]
