@@ -22,7 +22,7 @@ from . import __version__
 from .constants import CLASSIC_CALIBRATOR, PRECISIONS
 from .errors import SanetError, require
 from .fileio import sha256_file, write_bytes_atomic, write_json_atomic
-from .routes import INT8_ROUTES, Route, check_source, route_for
+from .routes import INT8_ROUTES, Route, check_source, route_for, tensorrt_version
 from .runners import DeviceRunner, RunnerInfo, TorchRunner, class_map_dtype, class_map_of
 from .trtmemory import TorchMemory, device_memory, memory_backend, numpy_dtype
 
@@ -64,7 +64,7 @@ def import_tensorrt():
 
 
 def tensorrt_major(version):
-    return int(str(version).split(".")[0])
+    return tensorrt_version(version)[0]
 
 
 def parse_l4t_release(text):
@@ -215,7 +215,7 @@ def build_key(route: Route, config: EngineConfig, onnx_path, meta, manifest, ten
 
 def check_platform(route: Route, fast_fp16, fast_int8, dla_cores, dla_core):
     """Refuse precisions or DLA settings this GPU lacks, before a long build fails obscurely."""
-    if "fp16" in (route.precision, route.float_precision) and route.precision != "fp32" and fast_fp16 is False:
+    if route.float_precision == "fp16" and fast_fp16 is False:  # FP16 engines, and INT8 with FP16 around it
         raise SanetError("this GPU has no fast FP16: build --fp32")
     if route.precision == "int8" and fast_int8 is False:
         raise SanetError("this GPU has no fast INT8 (needs compute capability 6.1+): use --fp16")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Tuple
 
 from .errors import SanetError, require
+from .routes import tensorrt_version
 
 RELEASES = ("8.5", "10", "11")
 
@@ -230,12 +231,7 @@ POOLING = ("AveragePool", "MaxPool", "LpPool")
 
 def release_for_version(version_str):
     """TensorRT version string ('8.6.1', '10.3.0.26', '11.4') -> the rule table that applies: '8.5', '10' or '11'."""
-    parts = str(version_str).strip().split(".")
-    try:
-        major = int(parts[0])
-        minor = int(parts[1]) if len(parts) > 1 and parts[1] else None
-    except ValueError:
-        raise SanetError("cannot read TensorRT version {!r}: use e.g. 8.5, 10 or 11".format(version_str)) from None
+    major, minor = tensorrt_version(version_str)
     if major == 8 and minor in (5, 6):
         return "8.5"
     if major in (10, 11):
