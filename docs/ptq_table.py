@@ -32,7 +32,7 @@ from sanet.checkpoints import load_model
 from sanet.data import open_dataset
 from sanet.evaluate import evaluate
 from sanet.export import ExportConfig, export_onnx
-from sanet.fileio import write_text_atomic
+from sanet.fileio import sha256_file, write_text_atomic
 from sanet.numerics import EmulatedRunner
 from sanet.parity import Budget, MemoRunner, compare
 from sanet.runners import OrtRunner, TorchRunner
@@ -112,7 +112,7 @@ def main(argv):
     add_table_arguments(parser, "ptq_table")
     args = parser.parse_args(argv)
     resolutions = table_setup(args)
-    model = load_model(args.checkpoint)
+    model, source_hash = load_model(args.checkpoint), sha256_file(args.checkpoint)
     val = open_dataset(args.data, "camvid", "val")
     frames = len(val) if args.limit is None else min(args.limit, len(val))
     classes = list(val.class_names)
@@ -123,7 +123,7 @@ def main(argv):
     notes = []
     for height, width in resolutions:
         source = os.path.join(args.work, "fp32_{}x{}.onnx".format(height, width))
-        export_onnx(model, source, ExportConfig(height, width), source_sha256=os.path.basename(args.checkpoint))
+        export_onnx(model, source, ExportConfig(height, width), source_sha256=source_hash)
         manifest = plan_crops(os.path.join(args.data, "train"), CropConfig(height, width, count=args.calib_count))
         proto = onnx.load(source)
         keep = tiny_groups(proto, classic_plan(proto), args.tiny)
