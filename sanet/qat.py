@@ -35,12 +35,12 @@ import torch
 import torch.nn as nn
 
 from .errors import SanetError, require
+from .model import AUX_PREFIX
 
 QAT_KEY = "sanet_qat"  # safetensors metadata key of the quantizer ranges
 QAT_FORMAT = 1
 NUM_BITS = 8
 MAX_BOUND = 2 ** (NUM_BITS - 1) - 1  # 127: scale = amax / 127
-AUX_HEAD = "conv_out16"  # training-only module (SANet's auxiliary head)
 INSTALL_HINT = "pip install 'sanet[qat]'"
 MIN_OPSET = 13  # per-channel DequantizeLinear (the axis attribute) arrived in opset 13
 
@@ -58,7 +58,7 @@ def modelopt_config():
         {"quantizer_name": "*weight_quantizer", "parent_class": "nn.Conv2d",
          "cfg": {"num_bits": NUM_BITS, "axis": 0, "narrow_range": True}},
         {"quantizer_name": "*input_quantizer", "parent_class": "nn.Conv2d", "cfg": {"num_bits": NUM_BITS, "axis": None}},
-        {"quantizer_name": AUX_HEAD + ".*", "enable": False},
+        {"quantizer_name": AUX_PREFIX + "*", "enable": False},
     ], "algorithm": "max"}
 
 
