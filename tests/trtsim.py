@@ -679,6 +679,7 @@ class NetworkSim(BaseSim):
         self.inputs, self.outputs, self.layers = [], [], []
         self.name = "network"
         self.onnx = None
+        self.types = {}  # tensor name -> ONNX element type, from the parser's shape inference
         self.strongly_typed = sim.major >= 11 or self._flag("STRONGLY_TYPED")
         self.explicit_batch = sim.major >= 10 or self._flag("EXPLICIT_BATCH")
         self.has_implicit_batch_dimension = not self.explicit_batch
@@ -792,6 +793,7 @@ class ParserSim(BaseSim):
 
     def parse(self, model, path=None):
         import onnx
+        from onnx import numpy_helper
 
         try:
             proto = onnx.load_model_from_string(bytes(model))
@@ -809,6 +811,7 @@ class ParserSim(BaseSim):
                 return False
         initializers = {t.name: t for t in proto.graph.initializer}
         inferred = inferred_types(proto)
+        self.network.types = {name: elem for name, (_, elem) in inferred.items()}
         tensors = {}
 
         def tensor(value, is_input=False):
@@ -843,7 +846,7 @@ class ParserSim(BaseSim):
             cls = LAYER_CLASSES.get(kind, "ILayer")
             cls = cls if cls in self.sim.classes else "ILayer"
             layer = LayerSim(self.sim, node, kind, inputs, outputs)
-            layer.constants = {n: numpy_helper_array(initializers[n]) for n in node.input if n in initializers}
+            layer.constants = {n: numpy_helper.to_array(initializers[n]) for n in node.input if n in initializers}
             self.network.layers.append(self.sim.new(cls, layer))
         for value in proto.graph.output:
             dtype = ONNX_TO_TRT.get(value.type.tensor_type.elem_type)
@@ -870,12 +873,6 @@ def inferred_types(proto):
         kind = value.type.tensor_type
         found[value.name] = ([d.dim_value if d.HasField("dim_value") else -1 for d in kind.shape.dim], kind.elem_type)
     return found
-
-
-def numpy_helper_array(tensor):
-    import onnx.numpy_helper
-
-    return onnx.numpy_helper.to_array(tensor)
 
 
 class TimingCacheSim(BaseSim):
@@ -1767,14 +1764,9 @@ def strongly_typed_layer_types(net):
     flags."""
     if not net.strongly_typed:
         return None
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(net.proto)
-    types = {value.name: value.type.tensor_type.elem_type for value in list(inferred.graph.value_info) + list(
-        inferred.graph.output)}
     counts = {}
     for node in net.proto.graph.node:
-        name = ONNX_TO_TRT.get(types.get(node.output[0]) if node.output else None, "OTHER")
+        name = ONNX_TO_TRT.get(net.types.get(node.output[0]) if node.output else None, "OTHER")
         counts[name] = counts.get(name, 0) + 1
     return counts
 
