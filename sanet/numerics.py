@@ -81,7 +81,7 @@ def to_fp16(model_or_path, fp32_nodes=()):
     from onnx import helper, numpy_helper, version_converter
 
     from .export import set_metadata
-    from .trtlint import _opset
+    from .trtlint import default_opset
 
     source = _load(model_or_path)
     meta = {prop.key: prop.value for prop in source.metadata_props}
@@ -89,9 +89,9 @@ def to_fp16(model_or_path, fp32_nodes=()):
         raise SanetError("to_fp16 converts the FP32 export or its Q/DQ file; this model is already FP16")
     proto = onnx.ModelProto()
     proto.CopyFrom(source)
-    if is_qdq(proto) and _opset(proto) < QDQ_FP16_OPSET:
+    if is_qdq(proto) and default_opset(proto) < QDQ_FP16_OPSET:
         proto = version_converter.convert_version(proto, QDQ_FP16_OPSET)
-    opset = _opset(proto)
+    opset = default_opset(proto)
     graph = proto.graph
     _constants_to_initializers(graph)  # constants then take whichever type each consumer needs
     names = {node.name for node in graph.node}

@@ -268,13 +268,13 @@ def write_qdq(onnx_path, out_path, model, ranges):
 
     from .export import read_metadata, set_metadata
     from .fileio import atomic_path
-    from .trtlint import _opset
+    from .trtlint import default_opset
 
     meta = read_metadata(onnx_path, required=True)
     if meta.get("sanet.precision", "fp32") != "fp32":
         raise SanetError("{} is already quantized: write the Q/DQ file from the FP32 export".format(onnx_path))
     proto = onnx.load(os.fspath(onnx_path))
-    opset = _opset(proto)
+    opset = default_opset(proto)
     if opset < MIN_OPSET:
         raise SanetError("per-channel Q/DQ needs opset >= {}; {} is opset {}: export with --opset 13 or newer".format(
             MIN_OPSET, onnx_path, opset))

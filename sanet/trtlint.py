@@ -306,7 +306,8 @@ def _attribute(onnx, node, name, default):
     return default
 
 
-def _opset(model):
+def default_opset(model):
+    """The model's default-domain (ai.onnx) opset, or None when it imports none."""
     for entry in model.opset_import:
         if entry.domain in ("", "ai.onnx"):
             return entry.version
@@ -329,7 +330,7 @@ def lint(model_or_path, release) -> List[Violation]:
     onnx, model = _load(model_or_path)
     graph = _Graph(onnx, model)
     found = []
-    opset = _opset(model)
+    opset = default_opset(model)
     low, high = rules.opset
     if opset is not None and not low <= opset <= high:
         found.append(Violation("(model)", "opset", "opset {} is outside the {}..{} TensorRT {} parses".format(
