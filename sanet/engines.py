@@ -76,12 +76,12 @@ def parse_l4t_release(text):
     return "{}.{}".format(parts[0].split()[0], parts[1].split(":", 1)[1].strip())
 
 
-def l4t_release(path="/etc/nv_tegra_release"):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return parse_l4t_release(handle.read())
-    except OSError:
-        return None
+def l4t_release():
+    """This Jetson's L4T release as 'R35.4.1' (what an engine is tied to), or None off L4T."""
+    from .power import l4t_release as release_line  # the one reader of /etc/nv_tegra_release
+
+    line = release_line()
+    return parse_l4t_release(line) if line else None
 
 
 def system_facts(trt=None):

@@ -11,7 +11,7 @@ import types
 import numpy as np
 import pytest
 
-from sanet import power
+from sanet import engines, power
 from sanet.errors import SanetError
 from sanet.power import (
     POWER_SETTLE_UPDATES,
@@ -589,6 +589,7 @@ def test_missing_jetson_tools_are_named_on_l4t_only(tmp_path, monkeypatch):
     (tmp_path / "nv_tegra_release").write_text(NV_TEGRA_RELEASE)
     monkeypatch.setattr(power, "L4T_RELEASE", str(tmp_path / "nv_tegra_release"))
     assert power.l4t_release() == NV_TEGRA_RELEASE.strip()
+    assert engines.l4t_release() == "R35.4.1"  # an engine sidecar's L4T, parsed from the same read
     facts = power.jetson_power_facts(path=str(tmp_path))
     assert set(facts) == {"nvpmodel", "jetson_clocks"} and "docs/jetson-docker.md" in facts["nvpmodel"]["note"]
     with PowerSampler(tegrastats=str(tmp_path / "tegrastats")) as sampler:
